@@ -1,0 +1,753 @@
+//! One call's audio, as a synchronous state machine: inputs are `handle_*`, outputs are `poll_*`,
+//! and time is always passed in (no clock reads, no threads, no IO).
+//!
+//! ```text
+//! caller frame ─▶ handle_caller_frame(now, &bytes)
+//!                   decode ─▶ level ─▶ echo model (what we played, when) ─▶ VAD + noise floor
+//!                   ─▶ caller speech? ─▶ speech state (onset/hangover) ─▶ events, pre-roll
+//!                                     └▶ barge-in detector ─▶ clear, discard the turn
+//!                   ─▶ resample to the agent rate ─▶ agent's inbound ring
+//! agent rings ───▶ poll_transmit(now, &mut buf)  (when the pacer says a frame is due)
+//!                   markers (turns, marks, interrupt) ─▶ chunker ─▶ resample ─▶ exact frame
+//! text ─────────▶ handle_text(now, &str): connected, dtmf, cleared, notify
+//! ```
+//!
+//! After every `handle_*` and every frame from `poll_transmit`, the shell drains
+//! [`Session::poll_command`] (and sends each command right away, so `notify` marks land after the
+//! right frame) and [`Session::poll_event`].
+//!
+//! Real-time: everything is allocated in [`Session::new`]; no `handle_*`/`poll_*` allocates or
+//! locks (proved by `tests/no_alloc.rs`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::audio::{FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs};
+use super::bargein::{BargeInDetector, is_caller_speech};
+use super::chunker::Chunker;
+use super::codec::{self, FrameError};
+use super::config::{ConfigError, Forward, SessionConfig};
+use super::echo::EchoModel;
+use super::events::{BargeIn, Command, Event};
+use super::link::{AgentLink, Control, SessionEnds};
+use super::pacing::Pacer;
+use super::preroll::Preroll;
+use super::resample::FrameResampler;
+use super::stats::Stats;
+use super::vad::{FrameFeatures, SpeechState, SpeechTransition, VoiceDetector};
+use crate::vonage::media_protocol::{self, MediaEvent, TextError};
+
+/// Events held for the shell before the oldest are dropped (and counted).
+const EVENT_CAPACITY: usize = 64;
+/// Commands held for the shell.
+const COMMAND_CAPACITY: usize = 64;
+/// Sent frames remembered for the echo reference (more than any sane lead).
+const PLAYOUT_LOG: usize = 64;
+/// How long to wait for `websocket:cleared` before sending audio again anyway (§1.6).
+const CLEARED_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a text message was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TextRejected {
+    /// It did not parse.
+    Invalid(TextError),
+    /// `websocket:connected` announced another rate than the NCCO asked for.
+    RateMismatch {
+        /// The configured rate, Hz.
+        expected: u32,
+        /// The announced rate, Hz.
+        actual: u32,
+    },
+    /// A second `websocket:connected`.
+    DuplicateConnected,
+}
+
+impl std::fmt::Display for TextRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(e) => e.fmt(f),
+            Self::RateMismatch { expected, actual } => {
+                write!(f, "connected at {actual} Hz but the NCCO asked for {expected} Hz")
+            }
+            Self::DuplicateConnected => write!(f, "second websocket:connected message"),
+        }
+    }
+}
+
+impl std::error::Error for TextRejected {}
+
+#[derive(Debug, Clone, Copy)]
+struct Played {
+    start: Instant,
+    level_dbfs: f32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NotifySeen {
+    turn: TurnId,
+    frame: u32,
+    at: Instant,
+}
+
+/// One call's audio pipeline. See the module docs for the run loop.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    call_rate: SampleRate,
+    agent_rate: SampleRate,
+    connected: bool,
+    stats: Stats,
+
+    // inbound
+    frame: Box<[i16]>,
+    agent_frame: Box<[i16]>,
+    to_agent: FrameResampler,
+    vad: VoiceDetector,
+    speech: SpeechState,
+    bargein: BargeInDetector,
+    echo: EchoModel,
+    preroll: Preroll,
+    stream_pos: u64,
+    utterance_start_pos: u64,
+    last_features: FrameFeatures,
+    last_echo_dbfs: f32,
+
+    // outbound
+    ends: SessionEnds,
+    read_pos: u64,
+    chunker: Chunker,
+    pacer: Pacer,
+    /// Turn of the samples being read from the agent.
+    turn: TurnId,
+    frames_in_turn: u32,
+    /// Turn whose first frame has been sent (re-arms barge-in once per turn).
+    armed_turn: TurnId,
+    /// After an interruption: drop agent audio until a turn newer than this starts.
+    discard_until_after: Option<TurnId>,
+    turn_end_pending: bool,
+    final_mark: Option<(TurnId, u32)>,
+    pending_marks: [u32; 8],
+    pending_marks_len: usize,
+    awaiting_cleared: Option<Instant>,
+    last_notify: Option<NotifySeen>,
+    turn_first_play: Option<Instant>,
+    playout: VecDeque<Played>,
+    was_playing: bool,
+
+    events: VecDeque<Event>,
+    commands: VecDeque<Command>,
+}
+
+impl Session {
+    /// Builds a session and the agent's end of it. All allocation happens here.
+    pub fn new(config: SessionConfig) -> Result<(Session, AgentLink), ConfigError> {
+        config.validate()?;
+        let resampler_err = |from: SampleRate, to: SampleRate| ConfigError::Resampler { from: from.hz(), to: to.hz() };
+        let (call, agent) = (config.call_rate, config.agent_rate);
+        let inbound_cap = samples_in(agent, config.inbound_buffer);
+        let outbound_cap = samples_in(agent, config.outbound_buffer);
+        let (ends, link) = AgentLink::pair(inbound_cap, outbound_cap, agent, call);
+        let session = Session {
+            config,
+            call_rate: call,
+            agent_rate: agent,
+            connected: false,
+            stats: Stats::default(),
+            frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            agent_frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            to_agent: FrameResampler::new(call, agent).map_err(|_| resampler_err(call, agent))?,
+            vad: VoiceDetector::new(call, config.vad_aggressiveness).map_err(|_| resampler_err(call, SampleRate::Hz16000))?,
+            speech: SpeechState::new(config.onset, config.hangover),
+            bargein: BargeInDetector::new(&config.bargein),
+            echo: EchoModel::new(),
+            preroll: Preroll::new(samples_in(agent, config.preroll)),
+            stream_pos: 0,
+            utterance_start_pos: 0,
+            last_features: FrameFeatures { voiced: false, level_dbfs: SILENCE_DBFS, noise_floor_dbfs: SILENCE_DBFS },
+            last_echo_dbfs: SILENCE_DBFS,
+            ends,
+            read_pos: 0,
+            chunker: Chunker::new(agent, call).map_err(|_| resampler_err(agent, call))?,
+            pacer: Pacer::new(config.lead),
+            turn: TurnId(0),
+            frames_in_turn: 0,
+            armed_turn: TurnId(0),
+            discard_until_after: None,
+            turn_end_pending: false,
+            final_mark: None,
+            pending_marks: [0; 8],
+            pending_marks_len: 0,
+            awaiting_cleared: None,
+            last_notify: None,
+            turn_first_play: None,
+            playout: VecDeque::with_capacity(PLAYOUT_LOG),
+            was_playing: false,
+            events: VecDeque::with_capacity(EVENT_CAPACITY),
+            commands: VecDeque::with_capacity(COMMAND_CAPACITY),
+        };
+        Ok((session, link))
+    }
+
+    /// The configuration the session runs with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The call's media rate.
+    pub fn call_rate(&self) -> SampleRate {
+        self.call_rate
+    }
+
+    /// The agent's rate.
+    pub fn agent_rate(&self) -> SampleRate {
+        self.agent_rate
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the caller is speaking (the smoothed state).
+    pub fn is_caller_speaking(&self) -> bool {
+        self.speech.is_speaking()
+    }
+
+    /// Features of the last caller frame (for metrics and debugging).
+    pub fn last_features(&self) -> FrameFeatures {
+        self.last_features
+    }
+
+    /// Predicted echo level of the last caller frame, dBFS.
+    pub fn last_echo_dbfs(&self) -> f32 {
+        self.last_echo_dbfs
+    }
+
+    /// The learned echo path, if any.
+    pub fn echo_path(&self) -> Option<super::echo::EchoPath> {
+        self.echo.path()
+    }
+
+    /// Algorithmic delay the pipeline adds to caller audio on its way to the agent.
+    pub fn inbound_delay(&self) -> Duration {
+        self.to_agent.delay()
+    }
+
+    /// Whether the agent has gone (its link was dropped).
+    pub fn is_agent_gone(&self) -> bool {
+        self.ends.outbound.is_abandoned()
+    }
+
+    // ---------------------------------------------------------------- inbound
+
+    /// Handles one binary message from Vonage, received at `now`. A bad frame is counted,
+    /// dropped and returned as an error; the call goes on.
+    pub fn handle_caller_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<(), FrameError> {
+        let n = match codec::decode_into(bytes, self.call_rate, &mut self.frame) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.frames_invalid += 1;
+                return Err(e);
+            }
+        };
+        self.stats.frames_in += 1;
+        self.process_caller_frame(now, n);
+        Ok(())
+    }
+
+    /// Handles one frame of already-decoded samples (exactly one frame at the call rate), e.g.
+    /// from a WAV file in `voicegate eval`.
+    pub fn handle_caller_samples(&mut self, now: Instant, samples: &[i16]) -> Result<(), FrameError> {
+        let n = self.call_rate.frame_samples();
+        if samples.len() != n {
+            self.stats.frames_invalid += 1;
+            return Err(FrameError::WrongSize { expected: n * 2, actual: samples.len() * 2 });
+        }
+        self.frame[..n].copy_from_slice(samples);
+        self.stats.frames_in += 1;
+        self.process_caller_frame(now, n);
+        Ok(())
+    }
+
+    fn process_caller_frame(&mut self, now: Instant, n: usize) {
+        let level = level_dbfs(&self.frame[..n]);
+
+        // What the caller heard from us during this frame: the echo reference.
+        let mut played = SILENCE_DBFS;
+        while let Some(p) = self.playout.front() {
+            if p.start >= now {
+                break;
+            }
+            played = played.max(p.level_dbfs);
+            self.playout.pop_front();
+        }
+        let echo_dbfs = self.echo.push_reference(played);
+
+        let features = self.vad.analyse(&self.frame[..n], level);
+        let caller = is_caller_speech(&features, echo_dbfs, self.config.snr_min_db, self.config.bargein.echo_margin_db);
+        if !caller && self.echo.is_reference_recent() {
+            self.echo.observe(level);
+        }
+        self.last_features = features;
+        self.last_echo_dbfs = echo_dbfs;
+
+        // Caller audio to the agent's rate.
+        let m = self.to_agent.process_frame(&self.frame[..n], &mut self.agent_frame);
+
+        let transition = self.speech.update(caller);
+        match transition {
+            Some(SpeechTransition::Started { onset_frames_ago }) => {
+                let onset = now.checked_sub(FRAME * (onset_frames_ago + 1)).unwrap_or(now);
+                if self.config.forward == Forward::Speech {
+                    self.utterance_start_pos = self.stream_pos;
+                    self.flush_preroll();
+                    self.push_agent_audio(m);
+                } else {
+                    let back = u64::from(onset_frames_ago) * m as u64;
+                    self.push_agent_audio(m);
+                    self.utterance_start_pos = self.stream_pos.saturating_sub(back + m as u64);
+                }
+                let stream_pos = self.utterance_start_pos;
+                self.push_event(Event::SpeechStarted { at: now, onset, stream_pos });
+            }
+            Some(SpeechTransition::Ended { speech_frames }) => {
+                self.push_agent_audio(m);
+                let duration = FRAME * speech_frames;
+                let stream_pos = self.stream_pos;
+                self.push_event(Event::SpeechEnded { at: now, duration, stream_pos });
+            }
+            None => {
+                if self.config.forward == Forward::All || self.speech.is_speaking() {
+                    self.push_agent_audio(m);
+                } else {
+                    self.preroll.push(&self.agent_frame[..m]);
+                }
+            }
+        }
+
+        let bot_playing = !self.pacer.is_idle(now) || self.echo.is_reference_recent();
+        if let Some(d) = self.bargein.update(caller, bot_playing) {
+            let onset = now.checked_sub(FRAME * (d.onset_frames_ago + 1)).unwrap_or(now);
+            let info = BargeIn {
+                at: now,
+                onset,
+                turn: self.turn,
+                heard: self.heard(now),
+                caller_level_dbfs: features.level_dbfs,
+                echo_dbfs,
+                noise_floor_dbfs: features.noise_floor_dbfs,
+                speech: FRAME * d.speech_frames,
+            };
+            self.stats.barge_ins += 1;
+            self.interrupt_playback(now);
+            self.push_event(Event::BargeIn(info));
+        }
+    }
+
+    fn flush_preroll(&mut self) {
+        let (a, b) = self.preroll.as_slices();
+        let mut written = 0u64;
+        let mut dropped = 0u64;
+        for part in [a, b] {
+            let (pushed, rest) = self.ends.inbound.push_partial_slice(part);
+            written += pushed.len() as u64;
+            dropped += rest.len() as u64;
+        }
+        self.stream_pos += written;
+        self.stats.agent_samples_dropped += dropped;
+        self.preroll.clear();
+    }
+
+    fn push_agent_audio(&mut self, m: usize) {
+        let (pushed, rest) = self.ends.inbound.push_partial_slice(&self.agent_frame[..m]);
+        self.stream_pos += pushed.len() as u64;
+        self.stats.agent_samples_dropped += rest.len() as u64;
+    }
+
+    /// Handles one text message from Vonage.
+    pub fn handle_text(&mut self, now: Instant, text: &str) -> Result<(), TextRejected> {
+        let msg = match media_protocol::parse_text(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.text_invalid += 1;
+                return Err(TextRejected::Invalid(e));
+            }
+        };
+        match msg {
+            MediaEvent::Connected { rate } => {
+                if self.connected {
+                    self.stats.text_invalid += 1;
+                    return Err(TextRejected::DuplicateConnected);
+                }
+                if rate != self.call_rate {
+                    self.stats.text_invalid += 1;
+                    return Err(TextRejected::RateMismatch { expected: self.call_rate.hz(), actual: rate.hz() });
+                }
+                self.connected = true;
+                self.push_event(Event::Connected { rate });
+            }
+            MediaEvent::Dtmf { digit, duration_ms } => {
+                self.stats.dtmf += 1;
+                let duration = duration_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+                self.push_event(Event::Dtmf { digit, duration, at: now });
+            }
+            MediaEvent::Cleared => {
+                self.awaiting_cleared = None;
+                self.push_event(Event::Cleared);
+            }
+            MediaEvent::Notify(mark) => {
+                let turn = TurnId(mark.turn);
+                self.last_notify = Some(NotifySeen { turn, frame: mark.frame, at: now });
+                let complete = self.final_mark == Some((turn, mark.frame));
+                self.push_event(Event::PlayoutReached { turn, heard: FRAME * mark.frame, complete });
+                if mark.mark != 0 {
+                    self.push_event(Event::MarkReached { id: mark.mark });
+                }
+            }
+            MediaEvent::ForeignNotify | MediaEvent::Unknown => self.stats.text_unknown += 1,
+        }
+        Ok(())
+    }
+
+    /// Whether `websocket:connected` has been seen.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    // ---------------------------------------------------------------- outbound
+
+    /// How much of the current turn the caller has heard by `now`: the last `notify` for it plus
+    /// the time played since, capped at what was sent; without a `notify`, the pacer's model.
+    fn heard(&self, now: Instant) -> Duration {
+        let sent = self.frames_in_turn;
+        let frames = match self.last_notify {
+            Some(n) if n.turn == self.turn => {
+                let since = (now.saturating_duration_since(n.at).as_millis() / FRAME.as_millis()) as u32;
+                n.frame.saturating_add(since).min(sent)
+            }
+            _ => {
+                let queued = self.pacer.queued(now).as_millis().div_ceil(FRAME.as_millis()) as u32;
+                sent.saturating_sub(queued)
+            }
+        };
+        FRAME * frames
+    }
+
+    /// Stops the bot: clear Vonage's buffer, drop what is queued here, discard the rest of the
+    /// turn until the agent starts a new one.
+    fn interrupt_playback(&mut self, now: Instant) {
+        self.push_command(Command::ClearPlayback);
+        self.awaiting_cleared = Some(now + CLEARED_TIMEOUT);
+        self.pacer.clear();
+        self.chunker.clear();
+        self.playout.clear();
+        self.echo.clear_reference();
+        self.discard_until_after = Some(self.turn);
+        self.turn_end_pending = false;
+        self.final_mark = None;
+        self.pending_marks_len = 0;
+        self.drain_discarded();
+    }
+
+    /// Drops queued agent audio of the interrupted turn, up to the next newer turn's start.
+    fn drain_discarded(&mut self) {
+        loop {
+            let limit = match self.ends.control.peek() {
+                Ok(ctl) if ctl.pos() <= self.read_pos => {
+                    let ctl = *ctl;
+                    let _ = self.ends.control.pop();
+                    if self.apply_control(ctl) {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(ctl) => ctl.pos() - self.read_pos,
+                Err(_) => u64::MAX,
+            };
+            let avail = self.ends.outbound.slots() as u64;
+            let n = avail.min(limit) as usize;
+            if n == 0 {
+                return;
+            }
+            if let Ok(chunk) = self.ends.outbound.read_chunk(n) {
+                chunk.commit_all();
+            }
+            self.read_pos += n as u64;
+            self.stats.samples_discarded += n as u64;
+        }
+    }
+
+    /// Applies one marker. Returns true when discarding ended (a newer turn started).
+    fn apply_control(&mut self, ctl: Control) -> bool {
+        match ctl {
+            Control::StartTurn { turn, .. } => {
+                if self.chunker.has_partial() {
+                    // A new turn without an end to the last one: pad out the old one first.
+                    self.chunker.finish_turn();
+                }
+                self.turn = turn;
+                self.frames_in_turn = 0;
+                self.turn_first_play = None;
+                if let Some(old) = self.discard_until_after {
+                    if turn > old {
+                        self.discard_until_after = None;
+                        return true;
+                    }
+                }
+                false
+            }
+            Control::EndTurn { .. } => {
+                if self.discard_until_after.is_none() {
+                    self.chunker.finish_turn();
+                    self.turn_end_pending = true;
+                }
+                false
+            }
+            Control::Mark { id, .. } => {
+                if self.pending_marks_len < self.pending_marks.len() {
+                    self.pending_marks[self.pending_marks_len] = id;
+                    self.pending_marks_len += 1;
+                }
+                false
+            }
+            Control::Interrupt { .. } => false,
+        }
+    }
+
+    /// Handles an agent `interrupt` anywhere in the control queue: it takes effect now, not
+    /// after the audio queued before it.
+    fn check_agent_interrupt(&mut self, now: Instant) {
+        let n = self.ends.control.slots();
+        if n == 0 {
+            return;
+        }
+        let Ok(chunk) = self.ends.control.read_chunk(n) else { return };
+        let (a, b) = chunk.as_slices();
+        let Some(idx) = a
+            .iter()
+            .chain(b.iter())
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Control::Interrupt { .. }))
+            .map(|(i, _)| i)
+            .last()
+        else {
+            return;
+        };
+        let (upto, last_turn) = {
+            let mut last_turn = None;
+            let mut pos = 0;
+            for (i, c) in a.iter().chain(b.iter()).enumerate().take(idx + 1) {
+                if let Control::StartTurn { turn, .. } = c {
+                    last_turn = Some(*turn);
+                }
+                if i == idx {
+                    pos = c.pos();
+                }
+            }
+            (pos, last_turn)
+        };
+        chunk.commit(idx + 1);
+        if let Some(t) = last_turn {
+            self.turn = t;
+        }
+        // Discard audio before the interrupt position, then stop playback.
+        let avail = self.ends.outbound.slots() as u64;
+        let n = upto.saturating_sub(self.read_pos).min(avail) as usize;
+        if n > 0 {
+            if let Ok(chunk) = self.ends.outbound.read_chunk(n) {
+                chunk.commit_all();
+            }
+            self.read_pos += n as u64;
+            self.stats.samples_discarded += n as u64;
+        }
+        self.push_command(Command::ClearPlayback);
+        self.awaiting_cleared = Some(now + CLEARED_TIMEOUT);
+        self.pacer.clear();
+        self.chunker.clear();
+        self.playout.clear();
+        self.turn_end_pending = false;
+        self.final_mark = None;
+        self.pending_marks_len = 0;
+        // Audio after the interrupt belongs to whatever turn the agent starts next; an agent that
+        // keeps writing to the old turn is playing on purpose (it interrupted itself to restart).
+    }
+
+    /// Moves agent audio into the chunker until a frame is ready or the ring is empty.
+    fn fill_chunker(&mut self) {
+        while self.chunker.space() > 0 {
+            let limit = match self.ends.control.peek() {
+                Ok(ctl) if ctl.pos() <= self.read_pos => {
+                    let ctl = *ctl;
+                    let _ = self.ends.control.pop();
+                    self.apply_control(ctl);
+                    continue;
+                }
+                Ok(ctl) => ctl.pos() - self.read_pos,
+                Err(_) => u64::MAX,
+            };
+            if self.discard_until_after.is_some() {
+                let before = self.read_pos;
+                self.drain_discarded();
+                if self.read_pos == before && self.discard_until_after.is_some() {
+                    return;
+                }
+                continue;
+            }
+            let avail = self.ends.outbound.slots() as u64;
+            let n = avail.min(limit).min(self.chunker.space() as u64) as usize;
+            if n == 0 {
+                return;
+            }
+            let Ok(chunk) = self.ends.outbound.read_chunk(n) else { return };
+            let (a, b) = chunk.as_slices();
+            let took = self.chunker.push(a) + self.chunker.push(b);
+            debug_assert_eq!(took, n);
+            chunk.commit_all();
+            self.read_pos += n as u64;
+        }
+    }
+
+    /// When the next outbound frame is due: `None` means now (if there is audio). The shell
+    /// sleeps until then, or until the agent writes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.awaiting_cleared, self.pacer.next_due()) {
+            (Some(c), Some(d)) => Some(c.max(d)),
+            (Some(c), None) => Some(c),
+            (None, d) => d,
+        }
+    }
+
+    /// Whether agent audio is waiting to be sent.
+    pub fn has_outbound(&self) -> bool {
+        self.chunker.has_frame() || self.chunker.has_partial() || !self.ends.outbound.is_empty() || !self.ends.control.is_empty()
+    }
+
+    /// Writes the next outbound frame into `out` if one is due at `now` and audio is ready;
+    /// returns its length (always exactly one frame at the call rate). After sending it, drain
+    /// [`poll_command`](Self::poll_command).
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<usize> {
+        self.check_agent_interrupt(now);
+        if let Some(deadline) = self.awaiting_cleared {
+            if now < deadline {
+                // Still drop interrupted audio while we wait, so the ring never backs up.
+                if self.discard_until_after.is_some() {
+                    self.drain_discarded();
+                }
+                return None;
+            }
+            self.awaiting_cleared = None;
+        }
+        if !self.pacer.is_due(now) {
+            return None;
+        }
+        self.fill_chunker();
+        let len = out.len().min(MAX_CALL_FRAME_BYTES);
+        let Some(f) = self.chunker.take_frame(&mut out[..len]) else {
+            self.note_idle(now);
+            self.emit_pending_marks_if_idle();
+            return None;
+        };
+        let start = self.pacer.on_sent(now);
+        if self.playout.len() == PLAYOUT_LOG {
+            self.playout.pop_front();
+        }
+        self.playout.push_back(Played { start, level_dbfs: f.level_dbfs });
+        self.stats.frames_out += 1;
+        if f.padded {
+            self.stats.frames_padded += 1;
+        }
+        if !f.flush {
+            self.frames_in_turn += 1;
+        }
+        if self.turn_first_play.is_none() {
+            self.turn_first_play = Some(start);
+        }
+        if self.armed_turn != self.turn {
+            self.armed_turn = self.turn;
+            self.bargein.rearm();
+        }
+        self.was_playing = true;
+        let every = self.config.notify_every_frames;
+        let turn_done = self.turn_end_pending && !self.chunker.has_frame();
+        if turn_done {
+            self.turn_end_pending = false;
+            self.final_mark = Some((self.turn, self.frames_in_turn));
+            self.push_command(Command::Notify { turn: self.turn, frame: self.frames_in_turn, mark: 0 });
+        } else if every > 0 && !f.flush && self.frames_in_turn % every == 0 {
+            self.push_command(Command::Notify { turn: self.turn, frame: self.frames_in_turn, mark: 0 });
+        }
+        if self.pending_marks_len > 0 && !self.chunker.has_partial() {
+            self.emit_pending_marks();
+        }
+        Some(f.bytes)
+    }
+
+    /// No frame was ready at `now`. If a turn is still open (not ended, not interrupted) and
+    /// Vonage's queue has run dry, the caller hears a gap: count one underrun per dry spell.
+    fn note_idle(&mut self, now: Instant) {
+        if self.was_playing && self.pacer.is_idle(now) {
+            self.was_playing = false;
+            if self.final_mark.is_none_or(|(t, _)| t != self.turn) && self.discard_until_after.is_none() {
+                self.stats.underruns += 1;
+            }
+        }
+    }
+
+    fn emit_pending_marks_if_idle(&mut self) {
+        if self.pending_marks_len > 0 && !self.chunker.has_partial() {
+            self.emit_pending_marks();
+        }
+    }
+
+    fn emit_pending_marks(&mut self) {
+        for i in 0..self.pending_marks_len {
+            let mark = self.pending_marks[i];
+            self.push_command(Command::Notify { turn: self.turn, frame: self.frames_in_turn, mark });
+        }
+        self.pending_marks_len = 0;
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next command for Vonage, oldest first.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() == EVENT_CAPACITY {
+            self.stats.events_dropped += 1;
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    fn push_command(&mut self, c: Command) {
+        if self.commands.len() == COMMAND_CAPACITY {
+            // A shell that never drains commands is a bug; keep the newest (clear matters most).
+            self.commands.pop_front();
+        }
+        self.commands.push_back(c);
+    }
+
+    /// Samples queued towards the agent, for tests and metrics.
+    pub fn agent_stream_pos(&self) -> u64 {
+        self.stream_pos
+    }
+
+    /// Audio queued at Vonage by our model, at `now`.
+    pub fn queued_at_vonage(&self, now: Instant) -> Duration {
+        self.pacer.queued(now)
+    }
+}
+
+/// Samples of `d` at `rate`, at least one frame.
+fn samples_in(rate: SampleRate, d: Duration) -> usize {
+    ((u128::from(rate.hz()) * d.as_millis() / 1_000) as usize).max(rate.frame_samples())
+}

@@ -1,0 +1,365 @@
+//! Voice activity: webrtc-vad behind a `Send` wrapper, a tracked noise floor, and the speech
+//! state machine (onset after N ms of voiced audio, end of speech after a hangover of M ms).
+//!
+//! What it owns: the per-frame "is this caller speech?" feature extraction at the call rate, and
+//! the smoothed speech state the rest of the pipeline acts on. What it does not: echo (see
+//! [`super::echo`]), barge-in (see [`super::bargein`]).
+//!
+//! webrtc-vad only runs at 8, 16, 32 or 48 kHz; a 24 kHz call is resampled to 16 kHz for it
+//! (causally, through the same 2.5 ms FFT resampler as the media path).
+//!
+//! Real-time: no allocation after [`VoiceDetector::new`].
+
+use std::time::Duration;
+
+use webrtc_vad::{SampleRate as VadRate, Vad, VadMode};
+
+use super::audio::{FRAME_MS, MAX_FRAME_SAMPLES, SampleRate};
+use super::resample::{FrameResampler, ResampleError};
+
+/// How eager webrtc-vad is to call a frame voiced (its own four modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VadAggressiveness {
+    /// Mode 0: most frames voiced; best recall, most false alarms.
+    Quality,
+    /// Mode 1.
+    LowBitrate,
+    /// Mode 2.
+    Aggressive,
+    /// Mode 3: fewest false alarms on noise.
+    VeryAggressive,
+}
+
+impl VadAggressiveness {
+    fn mode(self) -> VadMode {
+        match self {
+            Self::Quality => VadMode::Quality,
+            Self::LowBitrate => VadMode::LowBitrate,
+            Self::Aggressive => VadMode::Aggressive,
+            Self::VeryAggressive => VadMode::VeryAggressive,
+        }
+    }
+
+    /// Parses 0–3.
+    pub fn from_level(level: u8) -> Option<Self> {
+        Some(match level {
+            0 => Self::Quality,
+            1 => Self::LowBitrate,
+            2 => Self::Aggressive,
+            3 => Self::VeryAggressive,
+            _ => return None,
+        })
+    }
+}
+
+/// Owns one webrtc-vad instance.
+///
+/// `webrtc_vad::Vad` holds a raw pointer to its C state and so is not `Send`.
+struct SendVad(Vad);
+
+// SAFETY: the C state behind the pointer (libfvad's `Fvad`) is plain heap memory with no thread
+// affinity and no thread-local or global state; it is owned exclusively by this wrapper (never
+// shared, never aliased, freed once in `Vad`'s `Drop`), so moving the owner to another thread
+// is sound. It is not `Sync`, and we never hand out `&Vad` across threads.
+unsafe impl Send for SendVad {}
+
+/// Per-frame features of the caller's audio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameFeatures {
+    /// webrtc-vad's raw decision.
+    pub voiced: bool,
+    /// Frame level, dBFS.
+    pub level_dbfs: f32,
+    /// Tracked background noise floor, dBFS.
+    pub noise_floor_dbfs: f32,
+}
+
+impl FrameFeatures {
+    /// Level above the noise floor, dB.
+    pub fn snr_db(&self) -> f32 {
+        self.level_dbfs - self.noise_floor_dbfs
+    }
+}
+
+/// Runs webrtc-vad on call-rate frames and tracks the noise floor.
+pub struct VoiceDetector {
+    vad: SendVad,
+    to_vad_rate: Option<FrameResampler>,
+    vad_buf: Box<[i16]>,
+    floor: NoiseFloor,
+}
+
+impl std::fmt::Debug for VoiceDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceDetector").field("floor", &self.floor).finish_non_exhaustive()
+    }
+}
+
+impl VoiceDetector {
+    /// Builds a detector for frames at `call_rate`.
+    pub fn new(call_rate: SampleRate, aggressiveness: VadAggressiveness) -> Result<Self, ResampleError> {
+        let (vad_rate, to_vad_rate) = match call_rate {
+            SampleRate::Hz8000 => (VadRate::Rate8kHz, None),
+            SampleRate::Hz16000 => (VadRate::Rate16kHz, None),
+            SampleRate::Hz24000 => {
+                (VadRate::Rate16kHz, Some(FrameResampler::new(call_rate, SampleRate::Hz16000)?))
+            }
+            SampleRate::Hz48000 => (VadRate::Rate48kHz, None),
+        };
+        Ok(Self {
+            vad: SendVad(Vad::new_with_rate_and_mode(vad_rate, aggressiveness.mode())),
+            to_vad_rate,
+            vad_buf: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            floor: NoiseFloor::new(),
+        })
+    }
+
+    /// Analyses one call-rate frame. `level_dbfs` is the frame's level (computed once by the
+    /// caller, who needs it too).
+    pub fn analyse(&mut self, frame: &[i16], level_dbfs: f32) -> FrameFeatures {
+        let voiced = match self.to_vad_rate.as_mut() {
+            None => self.vad.0.is_voice_segment(frame).unwrap_or(false),
+            Some(r) => {
+                let n = r.process_frame(frame, &mut self.vad_buf);
+                self.vad.0.is_voice_segment(&self.vad_buf[..n]).unwrap_or(false)
+            }
+        };
+        let noise_floor_dbfs = self.floor.update(level_dbfs);
+        FrameFeatures { voiced, level_dbfs, noise_floor_dbfs }
+    }
+
+    /// The delay of the VAD's own resampler (zero at 8 and 16 kHz).
+    pub fn delay(&self) -> Duration {
+        self.to_vad_rate.as_ref().map_or(Duration::ZERO, FrameResampler::delay)
+    }
+}
+
+/// Background level tracker: follows the level down quickly and up slowly, so speech (short
+/// loud bursts) barely lifts it while a steady noise bed is learned within a few seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct NoiseFloor {
+    floor_db: f32,
+}
+
+impl NoiseFloor {
+    /// Starting point: a quiet line.
+    const INITIAL_DB: f32 = -65.0;
+    /// Rise per 20 ms frame while the level sits above the floor: 4 dB per second.
+    const RISE_DB: f32 = 0.08;
+    /// Share of the gap closed per frame when the level drops below the floor.
+    const FALL: f32 = 0.3;
+    /// Never below this: a digitally silent line must not make every breath look like speech.
+    const MIN_DB: f32 = -75.0;
+
+    /// A fresh tracker.
+    pub fn new() -> Self {
+        Self { floor_db: Self::INITIAL_DB }
+    }
+
+    /// Feeds one frame's level; returns the floor after it.
+    pub fn update(&mut self, level_db: f32) -> f32 {
+        if level_db < self.floor_db {
+            self.floor_db += (level_db - self.floor_db) * Self::FALL;
+        } else {
+            self.floor_db += Self::RISE_DB.min(level_db - self.floor_db);
+        }
+        self.floor_db = self.floor_db.max(Self::MIN_DB);
+        self.floor_db
+    }
+
+    /// The current floor.
+    pub fn floor_dbfs(&self) -> f32 {
+        self.floor_db
+    }
+}
+
+impl Default for NoiseFloor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A change of the smoothed speech state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeechTransition {
+    /// Speech confirmed. `onset_frames_ago` frames ago (counting this one as 0) the first
+    /// speech frame of the run arrived.
+    Started {
+        /// How many frames before this one the utterance began.
+        onset_frames_ago: u32,
+    },
+    /// The hangover ran out: the utterance is over.
+    Ended {
+        /// Frames from the first speech frame to the last one (inclusive).
+        speech_frames: u32,
+    },
+}
+
+/// The smoothed speech state: onset after `onset_frames` speech frames (one non-speech frame
+/// inside the run is forgiven), end after `hangover_frames` non-speech frames in a row.
+#[derive(Debug, Clone)]
+pub struct SpeechState {
+    onset_frames: u32,
+    hangover_frames: u32,
+    speaking: bool,
+    run: u32,
+    run_len: u32,
+    gap: u32,
+    utterance_frames: u32,
+    since_last_speech: u32,
+}
+
+impl SpeechState {
+    /// `onset` and `hangover` are rounded to whole 20 ms frames (at least one).
+    pub fn new(onset: Duration, hangover: Duration) -> Self {
+        Self {
+            onset_frames: frames_of(onset),
+            hangover_frames: frames_of(hangover),
+            speaking: false,
+            run: 0,
+            run_len: 0,
+            gap: 0,
+            utterance_frames: 0,
+            since_last_speech: 0,
+        }
+    }
+
+    /// Whether the smoothed state is "speech".
+    pub fn is_speaking(&self) -> bool {
+        self.speaking
+    }
+
+    /// Feeds one frame's decision; returns a transition when the state changes.
+    pub fn update(&mut self, speech: bool) -> Option<SpeechTransition> {
+        if self.speaking {
+            self.utterance_frames += 1;
+            if speech {
+                self.since_last_speech = 0;
+                return None;
+            }
+            self.since_last_speech += 1;
+            if self.since_last_speech >= self.hangover_frames {
+                self.speaking = false;
+                let speech_frames = self.utterance_frames - self.since_last_speech;
+                self.reset_run();
+                return Some(SpeechTransition::Ended { speech_frames });
+            }
+            return None;
+        }
+        if speech {
+            self.run += 1;
+            self.run_len += 1 + self.gap;
+            self.gap = 0;
+            if self.run >= self.onset_frames {
+                self.speaking = true;
+                self.utterance_frames = self.run_len;
+                self.since_last_speech = 0;
+                let onset_frames_ago = self.run_len - 1;
+                return Some(SpeechTransition::Started { onset_frames_ago });
+            }
+        } else if self.run > 0 {
+            self.gap += 1;
+            if self.gap > 1 {
+                self.reset_run();
+            }
+        }
+        None
+    }
+
+    fn reset_run(&mut self) {
+        self.run = 0;
+        self.run_len = 0;
+        self.gap = 0;
+    }
+
+    /// Forgets everything.
+    pub fn reset(&mut self) {
+        self.speaking = false;
+        self.reset_run();
+        self.utterance_frames = 0;
+        self.since_last_speech = 0;
+    }
+}
+
+/// Whole 20 ms frames in `d`, at least one.
+pub fn frames_of(d: Duration) -> u32 {
+    ((d.as_millis() as u32).div_ceil(FRAME_MS)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn onset_and_hangover() {
+        let mut s = SpeechState::new(ms(60), ms(200));
+        assert_eq!(s.update(true), None);
+        assert_eq!(s.update(true), None);
+        assert_eq!(s.update(true), Some(SpeechTransition::Started { onset_frames_ago: 2 }));
+        for _ in 0..20 {
+            assert_eq!(s.update(true), None);
+        }
+        for _ in 0..9 {
+            assert_eq!(s.update(false), None);
+        }
+        assert_eq!(s.update(false), Some(SpeechTransition::Ended { speech_frames: 23 }));
+        assert!(!s.is_speaking());
+    }
+
+    #[test]
+    fn one_gap_frame_is_forgiven_two_are_not() {
+        let mut s = SpeechState::new(ms(60), ms(200));
+        s.update(true);
+        s.update(false);
+        s.update(true);
+        assert_eq!(s.update(true), Some(SpeechTransition::Started { onset_frames_ago: 3 }));
+        let mut s = SpeechState::new(ms(60), ms(200));
+        s.update(true);
+        s.update(false);
+        s.update(false);
+        s.update(true);
+        assert_eq!(s.update(true), None);
+    }
+
+    #[test]
+    fn noise_floor_learns_a_steady_bed_but_not_speech() {
+        let mut f = NoiseFloor::new();
+        for _ in 0..500 {
+            f.update(-45.0);
+        }
+        assert!((f.floor_dbfs() + 45.0).abs() < 0.5);
+        for _ in 0..25 {
+            f.update(-20.0);
+        }
+        assert!(f.floor_dbfs() < -42.0, "half a second of speech lifted the floor to {}", f.floor_dbfs());
+    }
+
+    #[test]
+    fn vad_hears_a_voice_like_signal_and_not_silence() {
+        for rate in [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000] {
+            let mut d = VoiceDetector::new(rate, VadAggressiveness::Aggressive).unwrap();
+            let n = rate.frame_samples();
+            let silent = vec![0i16; n];
+            assert!(!d.analyse(&silent, -100.0).voiced);
+            // A harmonic-rich 150 Hz buzz is enough for webrtc-vad's speech model.
+            let mut voiced = 0;
+            for k in 0..50 {
+                let frame: Vec<i16> = (0..n)
+                    .map(|i| {
+                        let t = (k * n + i) as f32 / rate.hz() as f32;
+                        let s: f32 = (1..12).map(|h| (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32).sum();
+                        (s * 4_000.0) as i16
+                    })
+                    .collect();
+                if d.analyse(&frame, -20.0).voiced {
+                    voiced += 1;
+                }
+            }
+            assert!(voiced > 25, "{rate}: {voiced}/50 voiced");
+        }
+    }
+}

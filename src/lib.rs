@@ -1,0 +1,6 @@
+#![doc = include_str!("../docs/architecture.md")]
+#![warn(missing_docs, missing_debug_implementations)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod core;
+pub mod vonage;
