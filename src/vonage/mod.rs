@@ -1,3 +1,5 @@
-//! Vonage's wire formats. Parsing here is pure and synchronous.
+//! Vonage's wire formats. Parsing here is pure and synchronous; only the REST client does IO.
 
 pub mod media_protocol;
+pub mod ncco;
+pub mod webhooks;
