@@ -3,4 +3,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod corpus;
 pub mod vonage;

@@ -36,8 +36,8 @@ const MIN_OBSERVATIONS: u32 = 25;
 /// Weight of one new observation in the running statistics (time constant ≈ 40 frames).
 const ALPHA: f32 = 0.025;
 /// How fast the predicted tail decays after the reference stops, dB per frame
-/// (15 dB per 100 ms: a reverberant room's RT60 of about 400 ms).
-const TAIL_DECAY_DB: f32 = 3.0;
+/// (30 dB per 100 ms: the line's dispersion and a small room; the learned spread covers more).
+const TAIL_DECAY_DB: f32 = 6.0;
 
 /// The learned echo path.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,7 +100,7 @@ impl EchoModel {
                 // The envelope is sampled every 20 ms while the true delay is arbitrary and the
                 // path disperses, so take the loudest frame around the learned delay.
                 let lo = d.saturating_sub(1);
-                let hi = (d + 2).min(HISTORY - 1);
+                let hi = (d + 1).min(HISTORY - 1);
                 let peak = (lo..=hi).map(|k| self.ref_at(k)).fold(SILENCE_DBFS, f32::max);
                 let spread = self.spread_db(d);
                 peak + self.mean[d] + spread
@@ -123,12 +123,22 @@ impl EchoModel {
     /// Whether any reference was active within the modelled delay window: the echo of the bot
     /// may be arriving now.
     pub fn is_reference_recent(&self) -> bool {
-        (0..=MAX_DELAY_FRAMES).any(|k| self.ref_at(k) > ACTIVE_REF_DBFS)
+        self.is_reference_active_within(MAX_DELAY_FRAMES + 1)
+    }
+
+    /// Whether the reference was active in any of the last `frames` frames (this one included).
+    pub fn is_reference_active_within(&self, frames: usize) -> bool {
+        (0..frames.min(HISTORY)).any(|k| self.ref_at(k) > ACTIVE_REF_DBFS)
     }
 
     /// Learns from the current frame's inbound level. Call only for frames that are believed to
     /// hold no caller speech (echo and noise only), or the caller's voice would be learned as echo.
     pub fn observe(&mut self, inbound_dbfs: f32) {
+        // Once the path is known, a frame far louder than the echo it predicts is more likely the
+        // caller than the echo: learning from it would teach the model to explain the caller away.
+        if self.best.is_some() && inbound_dbfs > self.last_prediction_db + 3.0 {
+            return;
+        }
         let mut updated = false;
         for d in 0..=MAX_DELAY_FRAMES {
             let r = self.ref_at(d);

@@ -43,6 +43,8 @@ const EVENT_CAPACITY: usize = 64;
 const COMMAND_CAPACITY: usize = 64;
 /// Sent frames remembered for the echo reference (more than any sane lead).
 const PLAYOUT_LOG: usize = 64;
+/// Frames of played audio that make the bot "playing" (200 ms).
+const BOT_PLAYING_FRAMES: usize = 10;
 /// How long to wait for `websocket:cleared` before sending audio again anyway (§1.6).
 const CLEARED_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -112,6 +114,7 @@ pub struct Session {
     utterance_start_pos: u64,
     last_features: FrameFeatures,
     last_echo_dbfs: f32,
+    last_caller: bool,
 
     // outbound
     ends: SessionEnds,
@@ -123,6 +126,9 @@ pub struct Session {
     frames_in_turn: u32,
     /// Turn whose first frame has been sent (re-arms barge-in once per turn).
     armed_turn: TurnId,
+    /// A new turn started while the caller was still in the utterance that barged in: re-arm
+    /// only once that utterance ends, so one interruption fires once.
+    rearm_after_utterance: bool,
     /// After an interruption: drop agent audio until a turn newer than this starts.
     discard_until_after: Option<TurnId>,
     turn_end_pending: bool,
@@ -166,6 +172,7 @@ impl Session {
             utterance_start_pos: 0,
             last_features: FrameFeatures { voiced: false, level_dbfs: SILENCE_DBFS, noise_floor_dbfs: SILENCE_DBFS },
             last_echo_dbfs: SILENCE_DBFS,
+            last_caller: false,
             ends,
             read_pos: 0,
             chunker: Chunker::new(agent, call).map_err(|_| resampler_err(agent, call))?,
@@ -173,6 +180,7 @@ impl Session {
             turn: TurnId(0),
             frames_in_turn: 0,
             armed_turn: TurnId(0),
+            rearm_after_utterance: false,
             discard_until_after: None,
             turn_end_pending: false,
             final_mark: None,
@@ -217,6 +225,11 @@ impl Session {
     /// Features of the last caller frame (for metrics and debugging).
     pub fn last_features(&self) -> FrameFeatures {
         self.last_features
+    }
+
+    /// Whether the last caller frame counted as caller speech (before smoothing).
+    pub fn last_frame_was_speech(&self) -> bool {
+        self.last_caller
     }
 
     /// Predicted echo level of the last caller frame, dBFS.
@@ -291,6 +304,7 @@ impl Session {
         }
         self.last_features = features;
         self.last_echo_dbfs = echo_dbfs;
+        self.last_caller = caller;
 
         // Caller audio to the agent's rate.
         let m = self.to_agent.process_frame(&self.frame[..n], &mut self.agent_frame);
@@ -312,6 +326,10 @@ impl Session {
                 self.push_event(Event::SpeechStarted { at: now, onset, stream_pos });
             }
             Some(SpeechTransition::Ended { speech_frames }) => {
+                if self.rearm_after_utterance {
+                    self.rearm_after_utterance = false;
+                    self.bargein.rearm();
+                }
                 self.push_agent_audio(m);
                 let duration = FRAME * speech_frames;
                 let stream_pos = self.stream_pos;
@@ -326,7 +344,10 @@ impl Session {
             }
         }
 
-        let bot_playing = !self.pacer.is_idle(now) || self.echo.is_reference_recent();
+        // The bot is playing when what we played in the last 200 ms was audible (the corpus
+        // scoring rule, and what a caller means by "talking over the bot"); its echo tail after
+        // that is still explained by the echo model, but speech then is a new turn, not a barge-in.
+        let bot_playing = self.echo.is_reference_active_within(BOT_PLAYING_FRAMES);
         if let Some(d) = self.bargein.update(caller, bot_playing) {
             let onset = now.checked_sub(FRAME * (d.onset_frames_ago + 1)).unwrap_or(now);
             let info = BargeIn {
@@ -665,7 +686,11 @@ impl Session {
         }
         if self.armed_turn != self.turn {
             self.armed_turn = self.turn;
-            self.bargein.rearm();
+            if self.bargein.is_armed() || !self.speech.is_speaking() {
+                self.bargein.rearm();
+            } else {
+                self.rearm_after_utterance = true;
+            }
         }
         self.was_playing = true;
         let every = self.config.notify_every_frames;
