@@ -94,7 +94,7 @@ pub struct BargeIn {
 pub enum Command {
     /// Send `{"action":"clear"}`: empty Vonage's playback buffer now.
     ClearPlayback,
-    /// Send `{"action":"notify","payload":{"turn":T,"frame":F}}` right after the frame most
+    /// Send `{"action":"notify","payload":{"vg_turn":T,"vg_frame":F,"vg_mark":M}}` right after the frame most
     /// recently sent; Vonage answers `websocket:notify` when playback reaches it.
     Notify {
         /// Turn of the frames before the mark.

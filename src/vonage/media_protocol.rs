@@ -10,7 +10,6 @@
 //! Real-time: [`parse_text`] allocates nothing for well-formed mid-call messages; the encoders
 //! write into a caller-provided buffer.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
 
@@ -50,15 +49,15 @@ pub enum MediaEvent {
     Unknown,
 }
 
-/// The payload voicegate puts in its `notify` commands: `{"turn":T,"frame":F,"mark":M}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The payload voicegate puts in its `notify` commands:
+/// `{"vg_turn":T,"vg_frame":F,"vg_mark":M}` (prefixed so no other payload is mistaken for ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotifyMark {
     /// Turn id.
     pub turn: u32,
     /// Frames of the turn sent before the mark.
     pub frame: u32,
     /// Agent mark id, 0 for none.
-    #[serde(default)]
     pub mark: u32,
 }
 
@@ -89,7 +88,9 @@ pub enum TextError {
 impl fmt::Display for TextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TooLong { len } => write!(f, "text message of {len} bytes exceeds {MAX_TEXT_BYTES}"),
+            Self::TooLong { len } => {
+                write!(f, "text message of {len} bytes exceeds {MAX_TEXT_BYTES}")
+            }
             Self::Malformed { line, column } => write!(f, "malformed JSON at {line}:{column}"),
             Self::MissingEvent => write!(f, "text message without an `event`"),
             Self::BadContentType => write!(f, "connected message without a supported content-type"),
@@ -100,14 +101,18 @@ impl fmt::Display for TextError {
 
 impl std::error::Error for TextError {}
 
+/// Fields are borrowed `&str`: serde deserialises an `Option<Cow<str>>` into an owned `String`
+/// (it allocates), while `&str` borrows. A JSON string with escapes cannot be borrowed and makes
+/// the message [`TextError::Malformed`]; Vonage's event names, digits and content types never
+/// contain any.
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow)]
-    event: Option<Cow<'a, str>>,
+    event: Option<&'a str>,
     #[serde(borrow, rename = "content-type")]
-    content_type: Option<Cow<'a, str>>,
+    content_type: Option<&'a str>,
     #[serde(borrow)]
-    digit: Option<Cow<'a, str>>,
+    digit: Option<&'a str>,
     duration: Option<f64>,
     #[serde(borrow)]
     dtmf: Option<RawDtmf<'a>>,
@@ -117,16 +122,17 @@ struct RawEvent<'a> {
 #[derive(Deserialize)]
 struct RawDtmf<'a> {
     #[serde(borrow)]
-    digit: Option<Cow<'a, str>>,
+    digit: Option<&'a str>,
     duration: Option<f64>,
 }
 
-/// Our payload, or anything else (ignored without allocating).
+/// A notify payload: ours when it has our keys. Other keys are skipped without allocating (an
+/// untagged enum would buffer the whole payload first).
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum RawPayload {
-    Ours(NotifyMark),
-    Other(serde::de::IgnoredAny),
+struct RawPayload {
+    vg_turn: Option<u32>,
+    vg_frame: Option<u32>,
+    vg_mark: Option<u32>,
 }
 
 /// Parses one text message from Vonage.
@@ -134,13 +140,15 @@ pub fn parse_text(text: &str) -> Result<MediaEvent, TextError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(TextError::TooLong { len: text.len() });
     }
-    let raw: RawEvent<'_> = serde_json::from_str(text)
-        .map_err(|e| TextError::Malformed { line: e.line(), column: e.column() })?;
+    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| TextError::Malformed {
+        line: e.line(),
+        column: e.column(),
+    })?;
     let event = raw.event.ok_or(TextError::MissingEvent)?;
-    Ok(match event.as_ref() {
+    Ok(match event {
         "websocket:connected" => {
             let ct = raw.content_type.ok_or(TextError::BadContentType)?;
-            let rate = SampleRate::from_content_type(&ct)
+            let rate = SampleRate::from_content_type(ct)
                 .filter(|r| r.is_call_rate())
                 .ok_or(TextError::BadContentType)?;
             MediaEvent::Connected { rate }
@@ -151,13 +159,23 @@ pub fn parse_text(text: &str) -> Result<MediaEvent, TextError> {
                 (None, Some(n)) => (n.digit.ok_or(TextError::BadDigit)?, n.duration),
                 (None, None) => return Err(TextError::BadDigit),
             };
-            let digit = DtmfDigit::parse(&digit).ok_or(TextError::BadDigit)?;
-            let duration_ms = duration.filter(|d| d.is_finite() && *d >= 0.0).map(|d| d.min(f64::from(u32::MAX)) as u32);
+            let digit = DtmfDigit::parse(digit).ok_or(TextError::BadDigit)?;
+            let duration_ms = duration
+                .filter(|d| d.is_finite() && *d >= 0.0)
+                .map(|d| d.min(f64::from(u32::MAX)) as u32);
             MediaEvent::Dtmf { digit, duration_ms }
         }
         "websocket:cleared" => MediaEvent::Cleared,
         "websocket:notify" => match raw.payload {
-            Some(RawPayload::Ours(m)) => MediaEvent::Notify(m),
+            Some(RawPayload {
+                vg_turn: Some(turn),
+                vg_frame: Some(frame),
+                vg_mark,
+            }) => MediaEvent::Notify(NotifyMark {
+                turn,
+                frame,
+                mark: vg_mark.unwrap_or(0),
+            }),
             _ => MediaEvent::ForeignNotify,
         },
         _ => MediaEvent::Unknown,
@@ -170,8 +188,11 @@ pub fn connected_headers(text: &str) -> Result<Map<String, Value>, TextError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(TextError::TooLong { len: text.len() });
     }
-    let mut map: Map<String, Value> = serde_json::from_str(text)
-        .map_err(|e| TextError::Malformed { line: e.line(), column: e.column() })?;
+    let mut map: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| TextError::Malformed {
+            line: e.line(),
+            column: e.column(),
+        })?;
     map.remove("event");
     map.remove("content-type");
     Ok(map)
@@ -185,7 +206,12 @@ pub const CLEAR_COMMAND: &str = r#"{"action":"clear"}"#;
 pub fn encode_notify(turn: TurnId, frame: u32, mark: u32, out: &mut [u8]) -> Option<usize> {
     let cap = out.len();
     let mut cursor = std::io::Cursor::new(out);
-    write!(cursor, r#"{{"action":"notify","payload":{{"turn":{},"frame":{frame},"mark":{mark}}}}}"#, turn.0).ok()?;
+    write!(
+        cursor,
+        r#"{{"action":"notify","payload":{{"vg_turn":{},"vg_frame":{frame},"vg_mark":{mark}}}}}"#,
+        turn.0
+    )
+    .ok()?;
     let n = cursor.position() as usize;
     (n <= cap).then_some(n)
 }
@@ -198,39 +224,73 @@ mod tests {
     fn vectors_parse() {
         // §10.21
         let connected = r#"{"event":"websocket:connected","content-type":"audio/l16;rate=16000","call_uuid":"63f61863-4a51-4f6b-86e1-46edebcf9356","caller":"447700900123"}"#;
-        assert_eq!(parse_text(connected), Ok(MediaEvent::Connected { rate: SampleRate::Hz16000 }));
+        assert_eq!(
+            parse_text(connected),
+            Ok(MediaEvent::Connected {
+                rate: SampleRate::Hz16000
+            })
+        );
         let h = connected_headers(connected).unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h["caller"], "447700900123");
         // §10.22 and X5
         assert_eq!(
             parse_text(r#"{"event": "websocket:dtmf", "digit": "5", "duration": 260}"#),
-            Ok(MediaEvent::Dtmf { digit: DtmfDigit::parse("5").unwrap(), duration_ms: Some(260) })
+            Ok(MediaEvent::Dtmf {
+                digit: DtmfDigit::parse("5").unwrap(),
+                duration_ms: Some(260)
+            })
         );
         assert_eq!(
             parse_text(r##"{"event":"websocket:dtmf","dtmf":{"digit":"#","duration":130}}"##),
-            Ok(MediaEvent::Dtmf { digit: DtmfDigit::parse("#").unwrap(), duration_ms: Some(130) })
+            Ok(MediaEvent::Dtmf {
+                digit: DtmfDigit::parse("#").unwrap(),
+                duration_ms: Some(130)
+            })
         );
         // §10.24, §10.26
-        assert_eq!(parse_text(r#"{"event":"websocket:cleared"}"#), Ok(MediaEvent::Cleared));
         assert_eq!(
-            parse_text(r#"{"event":"websocket:notify","payload":{"mark":"utt-0007","frames":143}}"#),
+            parse_text(r#"{"event":"websocket:cleared"}"#),
+            Ok(MediaEvent::Cleared)
+        );
+        assert_eq!(
+            parse_text(
+                r#"{"event":"websocket:notify","payload":{"mark":"utt-0007","frames":143}}"#
+            ),
             Ok(MediaEvent::ForeignNotify)
         );
         assert_eq!(
-            parse_text(r#"{"event":"websocket:notify","payload":{"turn":3,"frame":17,"mark":0}}"#),
-            Ok(MediaEvent::Notify(NotifyMark { turn: 3, frame: 17, mark: 0 }))
+            parse_text(
+                r#"{"event":"websocket:notify","payload":{"vg_turn":3,"vg_frame":17,"vg_mark":0}}"#
+            ),
+            Ok(MediaEvent::Notify(NotifyMark {
+                turn: 3,
+                frame: 17,
+                mark: 0
+            }))
         );
-        assert_eq!(parse_text(r#"{"event":"websocket:something-new","x":[1,2]}"#), Ok(MediaEvent::Unknown));
+        assert_eq!(
+            parse_text(r#"{"event":"websocket:something-new","x":[1,2]}"#),
+            Ok(MediaEvent::Unknown)
+        );
     }
 
     #[test]
     fn bad_messages_are_errors() {
         assert!(matches!(parse_text("{"), Err(TextError::Malformed { .. })));
-        assert!(matches!(parse_text("[1,2]"), Err(TextError::Malformed { .. })));
+        assert!(matches!(
+            parse_text("[1,2]"),
+            Err(TextError::Malformed { .. })
+        ));
         assert_eq!(parse_text("{}"), Err(TextError::MissingEvent));
-        assert_eq!(parse_text(r#"{"event":"websocket:dtmf","digit":"55"}"#), Err(TextError::BadDigit));
-        assert_eq!(parse_text(r#"{"event":"websocket:dtmf"}"#), Err(TextError::BadDigit));
+        assert_eq!(
+            parse_text(r#"{"event":"websocket:dtmf","digit":"55"}"#),
+            Err(TextError::BadDigit)
+        );
+        assert_eq!(
+            parse_text(r#"{"event":"websocket:dtmf"}"#),
+            Err(TextError::BadDigit)
+        );
         assert_eq!(
             parse_text(r#"{"event":"websocket:connected","content-type":"audio/l16;rate=48000"}"#),
             Err(TextError::BadContentType)
@@ -247,10 +307,17 @@ mod tests {
         let n = encode_notify(TurnId(u32::MAX), u32::MAX, u32::MAX, &mut buf).unwrap();
         let cmd: Value = serde_json::from_slice(&buf[..n]).unwrap();
         assert_eq!(cmd["action"], "notify");
-        let echoed = format!(r#"{{"event":"websocket:notify","payload":{}}}"#, cmd["payload"]);
+        let echoed = format!(
+            r#"{{"event":"websocket:notify","payload":{}}}"#,
+            cmd["payload"]
+        );
         assert_eq!(
             parse_text(&echoed),
-            Ok(MediaEvent::Notify(NotifyMark { turn: u32::MAX, frame: u32::MAX, mark: u32::MAX }))
+            Ok(MediaEvent::Notify(NotifyMark {
+                turn: u32::MAX,
+                frame: u32::MAX,
+                mark: u32::MAX
+            }))
         );
     }
 }
