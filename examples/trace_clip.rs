@@ -11,7 +11,10 @@ use voicegate::corpus::{ClipAudio, Manifest};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (path, id) = (args.get(1).ok_or("manifest path")?, args.get(2).ok_or("clip id")?);
+    let (path, id) = (
+        args.get(1).ok_or("manifest path")?,
+        args.get(2).ok_or("clip id")?,
+    );
     let from: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
     let to: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
     let m = Manifest::load(Path::new(path))?;
@@ -27,12 +30,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pos = 0;
     let mut buf = [0u8; 960];
     let mut sink = [0i16; 960];
-    println!("echo {:?} noise {:?} onsets {:?} speech {:?}", clip.echo, clip.noise, clip.expect.bargein_onsets_ms, clip.speech_segments_ms);
+    println!(
+        "echo {:?} noise {:?} onsets {:?} speech {:?}",
+        clip.echo, clip.noise, clip.expect.bargein_onsets_ms, clip.speech_segments_ms
+    );
     for k in 0..(audio.inbound.len() / n) as u64 {
         if k >= start && pos < reference.len() {
             pos += link.write(&reference[pos..]);
         }
-        while s.poll_transmit(t0 + Duration::from_millis(20 * k), &mut buf).is_some() {}
+        while s
+            .poll_transmit(t0 + Duration::from_millis(20 * k), &mut buf)
+            .is_some()
+        {}
         let now = t0 + Duration::from_millis(20 * (k + 1));
         s.handle_caller_samples(now, &audio.inbound[k as usize * n..(k as usize + 1) * n])?;
         while s.poll_command().is_some() {}
@@ -41,8 +50,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if ms >= from && ms <= to {
             println!(
                 "{ms:6} lvl {:6.1} echo {:6.1} floor {:6.1} voiced {} caller {} speaking {} path {:?}",
-                f.level_dbfs, s.last_echo_dbfs(), f.noise_floor_dbfs, u8::from(f.voiced), u8::from(s.last_frame_was_speech()),
-                u8::from(s.is_caller_speaking()), s.echo_path().map(|p| (p.delay.as_millis(), p.gain_db as i32, p.spread_db as i32))
+                f.level_dbfs,
+                s.last_echo_dbfs(),
+                f.noise_floor_dbfs,
+                u8::from(f.voiced),
+                u8::from(s.last_frame_was_speech()),
+                u8::from(s.is_caller_speaking()),
+                s.echo_path()
+                    .map(|p| (p.delay.as_millis(), p.gain_db as i32, p.spread_db as i32))
             );
         }
         while let Some(e) = s.poll_event() {

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use voicegate::core::SessionConfig;
 use voicegate::core::SampleRate;
+use voicegate::core::SessionConfig;
 use voicegate::corpus::{Clip, ClipAudio, Manifest, Replay, replay_clip};
 
 fn run(m: &Manifest, clip: &Clip) -> Replay {
@@ -19,7 +19,9 @@ fn run(m: &Manifest, clip: &Clip) -> Replay {
 
 /// Whether a barge-in decision lies in an onset's window `[o - tol, o + 1000]`.
 fn detected(r: &Replay, onset: u64, tol: u64) -> bool {
-    r.bargein_ms.iter().any(|&t| t + tol >= onset && t <= onset + 1000)
+    r.bargein_ms
+        .iter()
+        .any(|&t| t + tol >= onset && t <= onset + 1000)
 }
 
 fn subset() -> Manifest {
@@ -31,8 +33,17 @@ fn echo_only_clips_never_barge_in() {
     let m = subset();
     for clip in m.clips.iter().filter(|c| c.scenario == "echo_only") {
         let r = run(&m, clip);
-        assert!(r.bargein_ms.is_empty(), "{}: false barge-in at {:?} ms", clip.id, r.bargein_ms);
-        assert!(r.frames_out > 0, "{}: the bot reference was not played", clip.id);
+        assert!(
+            r.bargein_ms.is_empty(),
+            "{}: false barge-in at {:?} ms",
+            clip.id,
+            r.bargein_ms
+        );
+        assert!(
+            r.frames_out > 0,
+            "{}: the bot reference was not played",
+            clip.id
+        );
     }
 }
 
@@ -43,33 +54,71 @@ fn bargein_clips_barge_in_at_the_labelled_onset() {
     for clip in m.clips.iter().filter(|c| c.scenario == "bargein") {
         let r = run(&m, clip);
         for &o in &clip.expect.bargein_onsets_ms {
-            assert!(detected(&r, o, tol), "{}: no barge-in for the onset at {o} ms (got {:?})", clip.id, r.bargein_ms);
+            assert!(
+                detected(&r, o, tol),
+                "{}: no barge-in for the onset at {o} ms (got {:?})",
+                clip.id,
+                r.bargein_ms
+            );
         }
         let first = r.bargein_ms[0];
         let onset = clip.expect.bargein_onsets_ms[0];
-        assert!(first + tol >= onset, "{}: barge-in at {first} ms, before the caller spoke ({onset} ms)", clip.id);
-        assert!(first <= onset + 400, "{}: barge-in {first} ms is slow for the onset at {onset} ms", clip.id);
+        assert!(
+            first + tol >= onset,
+            "{}: barge-in at {first} ms, before the caller spoke ({onset} ms)",
+            clip.id
+        );
+        assert!(
+            first <= onset + 400,
+            "{}: barge-in {first} ms is slow for the onset at {onset} ms",
+            clip.id
+        );
     }
 }
 
 #[test]
 fn speech_onsets_and_ends_of_turn_are_found() {
     let m = subset();
-    let hangover = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000).hangover.as_millis() as u64;
+    let hangover = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000)
+        .hangover
+        .as_millis() as u64;
     for clip in m.clips.iter().filter(|c| c.scenario == "speech") {
         let r = run(&m, clip);
         let first = clip.speech_segments_ms[0];
-        let onset = r.speech_started_ms.iter().find(|(at, _)| *at + 20 >= first[0] && *at <= first[0] + 500);
-        assert!(onset.is_some(), "{}: onset at {} ms not found in {:?}", clip.id, first[0], r.speech_started_ms);
+        let onset = r
+            .speech_started_ms
+            .iter()
+            .find(|(at, _)| *at + 20 >= first[0] && *at <= first[0] + 500);
+        assert!(
+            onset.is_some(),
+            "{}: onset at {} ms not found in {:?}",
+            clip.id,
+            first[0],
+            r.speech_started_ms
+        );
         // The reported onset (start of the first speech frame) is near the label.
         let (_, reported) = onset.unwrap();
-        assert!(reported.abs_diff(first[0]) <= 100, "{}: onset reported at {reported}, labelled {}", clip.id, first[0]);
+        assert!(
+            reported.abs_diff(first[0]) <= 100,
+            "{}: onset reported at {reported}, labelled {}",
+            clip.id,
+            first[0]
+        );
         // End of turn after the last segment: at its end plus the hangover, within a few frames.
         let last_end = clip.speech_segments_ms.last().unwrap()[1];
         let end = r.speech_ended_ms.iter().find(|&&t| t >= last_end);
-        let end = end.unwrap_or_else(|| panic!("{}: no end of turn after {last_end} ms: {:?}", clip.id, r.speech_ended_ms));
+        let end = end.unwrap_or_else(|| {
+            panic!(
+                "{}: no end of turn after {last_end} ms: {:?}",
+                clip.id, r.speech_ended_ms
+            )
+        });
         let delay = end - last_end;
-        assert!(delay + 60 >= hangover && delay <= hangover + 200, "{}: end of turn {delay} ms after the speech, hangover {hangover}", clip.id);
+        assert!(
+            delay + 60 >= hangover && delay <= hangover + 200,
+            "{}: end of turn {delay} ms after the speech, hangover {hangover}",
+            clip.id
+        );
     }
 }
 
@@ -78,9 +127,19 @@ fn non_bargein_scenarios_stay_quiet() {
     let m = subset();
     // Backchannels are left out: telling "mm-hm" from an interruption is the two-stage
     // turn-taking's job, not this detector's.
-    for clip in m.clips.iter().filter(|c| !c.expect.bargein && c.scenario != "echo_only" && c.scenario != "backchannel") {
+    for clip in m
+        .clips
+        .iter()
+        .filter(|c| !c.expect.bargein && c.scenario != "echo_only" && c.scenario != "backchannel")
+    {
         let r = run(&m, clip);
-        assert!(r.bargein_ms.is_empty(), "{} ({}): false barge-in at {:?}", clip.id, clip.scenario, r.bargein_ms);
+        assert!(
+            r.bargein_ms.is_empty(),
+            "{} ({}): false barge-in at {:?}",
+            clip.id,
+            clip.scenario,
+            r.bargein_ms
+        );
     }
 }
 
@@ -111,7 +170,10 @@ fn whole_dev_corpus_floors() {
             echo_clips += 1;
             echo_false += usize::from(!r.bargein_ms.is_empty());
         }
-        println!("{:16} {:12} bargeins {:?} onsets {:?}", clip.id, clip.scenario, r.bargein_ms, clip.expect.bargein_onsets_ms);
+        println!(
+            "{:16} {:12} bargeins {:?} onsets {:?}",
+            clip.id, clip.scenario, r.bargein_ms, clip.expect.bargein_onsets_ms
+        );
     }
     println!("barge-in recall {hits}/{onsets}, echo-only false triggers {echo_false}/{echo_clips}");
     assert!(hits * 100 >= onsets * 50, "barge-in recall {hits}/{onsets}");

@@ -119,7 +119,11 @@ pub struct UnsupportedRate(pub u32);
 
 impl fmt::Display for UnsupportedRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unsupported sample rate {} Hz (use 8000, 16000, 24000 or 48000)", self.0)
+        write!(
+            f,
+            "unsupported sample rate {} Hz (use 8000, 16000, 24000 or 48000)",
+            self.0
+        )
     }
 }
 
@@ -181,8 +185,14 @@ mod tests {
 
     #[test]
     fn content_type_parses_tolerantly() {
-        assert_eq!(SampleRate::from_content_type("audio/l16;rate=16000"), Some(SampleRate::Hz16000));
-        assert_eq!(SampleRate::from_content_type("audio/L16; rate = 8000"), Some(SampleRate::Hz8000));
+        assert_eq!(
+            SampleRate::from_content_type("audio/l16;rate=16000"),
+            Some(SampleRate::Hz16000)
+        );
+        assert_eq!(
+            SampleRate::from_content_type("audio/L16; rate = 8000"),
+            Some(SampleRate::Hz8000)
+        );
         assert_eq!(SampleRate::from_content_type("audio/l16;rate=44100"), None);
         assert_eq!(SampleRate::from_content_type("audio/pcmu;rate=8000"), None);
         assert_eq!(SampleRate::from_content_type("audio/l16"), None);

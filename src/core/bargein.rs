@@ -18,7 +18,12 @@ use super::vad::{FrameFeatures, frames_of};
 
 /// Whether a frame is caller speech: voiced, `snr_min_db` above the noise floor, and
 /// `echo_margin_db` above the predicted echo and noise together.
-pub fn is_caller_speech(f: &FrameFeatures, echo_dbfs: f32, snr_min_db: f32, echo_margin_db: f32) -> bool {
+pub fn is_caller_speech(
+    f: &FrameFeatures,
+    echo_dbfs: f32,
+    snr_min_db: f32,
+    echo_margin_db: f32,
+) -> bool {
     if !f.voiced || f.snr_db() < snr_min_db {
         return false;
     }
@@ -72,7 +77,10 @@ impl BargeInDetector {
             self.gap = 0;
             if self.run >= self.min_frames {
                 self.armed = false;
-                let d = Decision { onset_frames_ago: self.span - 1, speech_frames: self.run };
+                let d = Decision {
+                    onset_frames_ago: self.span - 1,
+                    speech_frames: self.run,
+                };
                 self.reset_run();
                 return Some(d);
             }
@@ -115,28 +123,62 @@ mod tests {
     use super::*;
 
     fn features(level: f32, floor: f32, voiced: bool) -> FrameFeatures {
-        FrameFeatures { voiced, level_dbfs: level, noise_floor_dbfs: floor }
+        FrameFeatures {
+            voiced,
+            level_dbfs: level,
+            noise_floor_dbfs: floor,
+        }
     }
 
     #[test]
     fn echo_explains_quiet_frames_but_not_loud_ones() {
         // Echo predicted at -35 dBFS: a -34 dBFS voiced frame is echo, a -22 dBFS one is a caller.
-        assert!(!is_caller_speech(&features(-34.0, -60.0, true), -35.0, 3.0, 6.0));
-        assert!(is_caller_speech(&features(-22.0, -60.0, true), -35.0, 3.0, 6.0));
+        assert!(!is_caller_speech(
+            &features(-34.0, -60.0, true),
+            -35.0,
+            3.0,
+            6.0
+        ));
+        assert!(is_caller_speech(
+            &features(-22.0, -60.0, true),
+            -35.0,
+            3.0,
+            6.0
+        ));
         // Unvoiced never counts; too close to the noise floor never counts.
-        assert!(!is_caller_speech(&features(-22.0, -60.0, false), -100.0, 3.0, 6.0));
-        assert!(!is_caller_speech(&features(-40.0, -41.0, true), -100.0, 3.0, 6.0));
+        assert!(!is_caller_speech(
+            &features(-22.0, -60.0, false),
+            -100.0,
+            3.0,
+            6.0
+        ));
+        assert!(!is_caller_speech(
+            &features(-40.0, -41.0, true),
+            -100.0,
+            3.0,
+            6.0
+        ));
     }
 
     #[test]
     fn fires_once_after_min_speech_and_rearms_per_turn() {
-        let cfg = BargeInConfig { enabled: true, min_speech: Duration::from_millis(80), echo_margin_db: 6.0 };
+        let cfg = BargeInConfig {
+            enabled: true,
+            min_speech: Duration::from_millis(80),
+            echo_margin_db: 6.0,
+        };
         let mut d = BargeInDetector::new(&cfg);
         assert_eq!(d.update(true, true), None);
         assert_eq!(d.update(true, true), None);
         assert_eq!(d.update(false, true), None);
         assert_eq!(d.update(true, true), None);
-        assert_eq!(d.update(true, true), Some(Decision { onset_frames_ago: 4, speech_frames: 4 }));
+        assert_eq!(
+            d.update(true, true),
+            Some(Decision {
+                onset_frames_ago: 4,
+                speech_frames: 4
+            })
+        );
         for _ in 0..10 {
             assert_eq!(d.update(true, true), None);
         }
@@ -149,12 +191,18 @@ mod tests {
 
     #[test]
     fn never_fires_while_the_bot_is_silent_or_disabled() {
-        let cfg = BargeInConfig { enabled: true, ..BargeInConfig::default() };
+        let cfg = BargeInConfig {
+            enabled: true,
+            ..BargeInConfig::default()
+        };
         let mut d = BargeInDetector::new(&cfg);
         for _ in 0..50 {
             assert_eq!(d.update(true, false), None);
         }
-        let mut off = BargeInDetector::new(&BargeInConfig { enabled: false, ..cfg });
+        let mut off = BargeInDetector::new(&BargeInConfig {
+            enabled: false,
+            ..cfg
+        });
         for _ in 0..50 {
             assert_eq!(off.update(true, true), None);
         }

@@ -50,7 +50,11 @@ impl Chunker {
 
     /// Samples still needed to complete the current agent-rate frame.
     pub fn space(&self) -> usize {
-        if self.finishing { 0 } else { self.agent_rate.frame_samples() - self.filled }
+        if self.finishing {
+            0
+        } else {
+            self.agent_rate.frame_samples() - self.filled
+        }
     }
 
     /// Takes as many of `samples` as fit in the current frame; returns how many it took.
@@ -67,13 +71,16 @@ impl Chunker {
         if self.filled > 0 {
             self.finishing = true;
         }
-        self.tail_pending = !self.resampler.is_bypass() && (self.turn_has_audio || self.tail_pending);
+        self.tail_pending =
+            !self.resampler.is_bypass() && (self.turn_has_audio || self.tail_pending);
         self.turn_has_audio = false;
     }
 
     /// Whether a frame is ready (a full frame, a padded last frame, or a resampler flush).
     pub fn has_frame(&self) -> bool {
-        self.filled == self.agent_rate.frame_samples() || self.finishing || (self.tail_pending && self.filled == 0)
+        self.filled == self.agent_rate.frame_samples()
+            || self.finishing
+            || (self.tail_pending && self.filled == 0)
     }
 
     /// Whether samples of an unfinished frame are waiting.
@@ -92,7 +99,9 @@ impl Chunker {
         let padded = self.filled < n_agent;
         let flush = self.filled == 0;
         self.partial[self.filled..n_agent].fill(0);
-        let n_call = self.resampler.process_frame(&self.partial[..n_agent], &mut self.call_frame);
+        let n_call = self
+            .resampler
+            .process_frame(&self.partial[..n_agent], &mut self.call_frame);
         let bytes = codec::encode_into(&self.call_frame[..n_call], out).ok()?;
         debug_assert_eq!(bytes, self.call_rate.frame_bytes());
         let level_dbfs = level_dbfs(&self.call_frame[..n_call]);
@@ -106,7 +115,12 @@ impl Chunker {
                 self.resampler.reset();
             }
         }
-        Some(FrameOut { bytes, padded: padded && !flush, flush, level_dbfs })
+        Some(FrameOut {
+            bytes,
+            padded: padded && !flush,
+            flush,
+            level_dbfs,
+        })
     }
 
     /// Drops the partial frame and the resampler's history (barge-in).

@@ -43,7 +43,10 @@ impl fmt::Display for FrameError {
         match *self {
             Self::OddLength { len } => write!(f, "odd frame length {len} bytes (L16 needs pairs)"),
             Self::WrongSize { expected, actual } => {
-                write!(f, "frame is {actual} bytes, expected {expected} (20 ms at the call rate)")
+                write!(
+                    f,
+                    "frame is {actual} bytes, expected {expected} (20 ms at the call rate)"
+                )
             }
             Self::BufferTooSmall { required, capacity } => {
                 write!(f, "buffer holds {capacity}, one frame needs {required}")
@@ -61,7 +64,10 @@ pub fn check_frame(bytes: &[u8], rate: SampleRate) -> Result<(), FrameError> {
         return Err(FrameError::OddLength { len: bytes.len() });
     }
     if bytes.len() != rate.frame_bytes() {
-        return Err(FrameError::WrongSize { expected: rate.frame_bytes(), actual: bytes.len() });
+        return Err(FrameError::WrongSize {
+            expected: rate.frame_bytes(),
+            actual: bytes.len(),
+        });
     }
     Ok(())
 }
@@ -71,7 +77,10 @@ pub fn decode_into(bytes: &[u8], rate: SampleRate, out: &mut [i16]) -> Result<us
     check_frame(bytes, rate)?;
     let n = rate.frame_samples();
     if out.len() < n {
-        return Err(FrameError::BufferTooSmall { required: n, capacity: out.len() });
+        return Err(FrameError::BufferTooSmall {
+            required: n,
+            capacity: out.len(),
+        });
     }
     for (dst, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
         *dst = i16::from_le_bytes([pair[0], pair[1]]);
@@ -83,7 +92,10 @@ pub fn decode_into(bytes: &[u8], rate: SampleRate, out: &mut [i16]) -> Result<us
 pub fn encode_into(samples: &[i16], out: &mut [u8]) -> Result<usize, FrameError> {
     let need = samples.len() * 2;
     if out.len() < need {
-        return Err(FrameError::BufferTooSmall { required: need, capacity: out.len() });
+        return Err(FrameError::BufferTooSmall {
+            required: need,
+            capacity: out.len(),
+        });
     }
     for (pair, s) in out.chunks_exact_mut(2).zip(samples) {
         pair.copy_from_slice(&s.to_le_bytes());
@@ -116,11 +128,17 @@ mod tests {
         );
         assert_eq!(
             decode_into(&[0; 320], SampleRate::Hz16000, &mut out),
-            Err(FrameError::WrongSize { expected: 640, actual: 320 })
+            Err(FrameError::WrongSize {
+                expected: 640,
+                actual: 320
+            })
         );
         assert_eq!(
             decode_into(&[0; 960], SampleRate::Hz24000, &mut out[..100]),
-            Err(FrameError::BufferTooSmall { required: 480, capacity: 100 })
+            Err(FrameError::BufferTooSmall {
+                required: 480,
+                capacity: 100
+            })
         );
         assert!(decode_into(&[], SampleRate::Hz8000, &mut out).is_err());
     }

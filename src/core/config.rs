@@ -35,7 +35,11 @@ pub struct BargeInConfig {
 
 impl Default for BargeInConfig {
     fn default() -> Self {
-        Self { enabled: true, min_speech: Duration::from_millis(80), echo_margin_db: 6.0 }
+        Self {
+            enabled: true,
+            min_speech: Duration::from_millis(80),
+            echo_margin_db: 6.0,
+        }
     }
 }
 
@@ -96,7 +100,9 @@ impl SessionConfig {
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.call_rate.is_call_rate() {
-            return Err(ConfigError::UnsupportedCallRate { hz: self.call_rate.hz() });
+            return Err(ConfigError::UnsupportedCallRate {
+                hz: self.call_rate.hz(),
+            });
         }
         check("onset", self.onset, 20, 2_000)?;
         check("hangover", self.hangover, 20, 10_000)?;
@@ -106,7 +112,12 @@ impl SessionConfig {
         check("inbound_buffer", self.inbound_buffer, 100, 60_000)?;
         check("outbound_buffer", self.outbound_buffer, 100, 60_000)?;
         if !(0.0..=40.0).contains(&self.snr_min_db) {
-            return Err(ConfigError::OutOfRangeDb { name: "snr_min_db", value: self.snr_min_db, min: 0.0, max: 40.0 });
+            return Err(ConfigError::OutOfRangeDb {
+                name: "snr_min_db",
+                value: self.snr_min_db,
+                min: 0.0,
+                max: 40.0,
+            });
         }
         if !(0.0..=40.0).contains(&self.bargein.echo_margin_db) {
             return Err(ConfigError::OutOfRangeDb {
@@ -117,7 +128,12 @@ impl SessionConfig {
             });
         }
         if self.notify_every_frames > 3_000 {
-            return Err(ConfigError::OutOfRange { name: "notify_every_frames", value_ms: u64::from(self.notify_every_frames), min_ms: 0, max_ms: 3_000 });
+            return Err(ConfigError::OutOfRange {
+                name: "notify_every_frames",
+                value_ms: u64::from(self.notify_every_frames),
+                min_ms: 0,
+                max_ms: 3_000,
+            });
         }
         Ok(())
     }
@@ -126,7 +142,12 @@ impl SessionConfig {
 fn check(name: &'static str, d: Duration, min_ms: u64, max_ms: u64) -> Result<(), ConfigError> {
     let v = d.as_millis() as u64;
     if v < min_ms || v > max_ms {
-        return Err(ConfigError::OutOfRange { name, value_ms: v, min_ms, max_ms });
+        return Err(ConfigError::OutOfRange {
+            name,
+            value_ms: v,
+            min_ms,
+            max_ms,
+        });
     }
     Ok(())
 }
@@ -175,12 +196,28 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::UnsupportedCallRate { hz } => {
-                write!(f, "call rate {hz} Hz is not one Vonage streams (8000, 16000, 24000)")
+                write!(
+                    f,
+                    "call rate {hz} Hz is not one Vonage streams (8000, 16000, 24000)"
+                )
             }
-            Self::OutOfRange { name, value_ms, min_ms, max_ms } => {
-                write!(f, "{name} = {value_ms} ms is outside {min_ms}..={max_ms} ms")
+            Self::OutOfRange {
+                name,
+                value_ms,
+                min_ms,
+                max_ms,
+            } => {
+                write!(
+                    f,
+                    "{name} = {value_ms} ms is outside {min_ms}..={max_ms} ms"
+                )
             }
-            Self::OutOfRangeDb { name, value, min, max } => {
+            Self::OutOfRangeDb {
+                name,
+                value,
+                min,
+                max,
+            } => {
                 write!(f, "{name} = {value} dB is outside {min}..={max} dB")
             }
             Self::Resampler { from, to } => write!(f, "cannot resample {from} Hz to {to} Hz"),
@@ -202,11 +239,19 @@ mod tests {
         bad.hangover = Duration::from_millis(5);
         assert_eq!(
             bad.validate(),
-            Err(ConfigError::OutOfRange { name: "hangover", value_ms: 5, min_ms: 20, max_ms: 10_000 })
+            Err(ConfigError::OutOfRange {
+                name: "hangover",
+                value_ms: 5,
+                min_ms: 20,
+                max_ms: 10_000
+            })
         );
         let mut bad = c;
         bad.call_rate = SampleRate::Hz48000;
-        assert_eq!(bad.validate(), Err(ConfigError::UnsupportedCallRate { hz: 48_000 }));
+        assert_eq!(
+            bad.validate(),
+            Err(ConfigError::UnsupportedCallRate { hz: 48_000 })
+        );
         assert!(bad.validate().unwrap_err().to_string().contains("48000"));
     }
 }

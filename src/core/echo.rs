@@ -101,17 +101,25 @@ impl EchoModel {
                 // path disperses, so take the loudest frame around the learned delay.
                 let lo = d.saturating_sub(1);
                 let hi = (d + 1).min(HISTORY - 1);
-                let peak = (lo..=hi).map(|k| self.ref_at(k)).fold(SILENCE_DBFS, f32::max);
+                let peak = (lo..=hi)
+                    .map(|k| self.ref_at(k))
+                    .fold(SILENCE_DBFS, f32::max);
                 let spread = self.spread_db(d);
                 peak + self.mean[d] + spread
             }
             None => {
-                let peak = (0..=MAX_DELAY_FRAMES).map(|k| self.ref_at(k)).fold(SILENCE_DBFS, f32::max);
+                let peak = (0..=MAX_DELAY_FRAMES)
+                    .map(|k| self.ref_at(k))
+                    .fold(SILENCE_DBFS, f32::max);
                 peak + UNLEARNED_GAIN_DB
             }
         };
         self.tail_db = direct.max(self.tail_db - TAIL_DECAY_DB);
-        self.last_prediction_db = if self.tail_db < SILENCE_DBFS + 10.0 { SILENCE_DBFS } else { self.tail_db };
+        self.last_prediction_db = if self.tail_db < SILENCE_DBFS + 10.0 {
+            SILENCE_DBFS
+        } else {
+            self.tail_db
+        };
         self.last_prediction_db
     }
 
@@ -164,7 +172,9 @@ impl EchoModel {
     }
 
     fn spread_db(&self, d: usize) -> f32 {
-        (self.mean_sq[d] - self.mean[d] * self.mean[d]).max(0.0).sqrt()
+        (self.mean_sq[d] - self.mean[d] * self.mean[d])
+            .max(0.0)
+            .sqrt()
     }
 
     /// The learned path, once there is one.
@@ -203,7 +213,11 @@ mod tests {
             let lvl = bot_level(k);
             played.push(lvl);
             m.push_reference(lvl);
-            let echo = if k >= delay { played[k - delay] + gain } else { -90.0 };
+            let echo = if k >= delay {
+                played[k - delay] + gain
+            } else {
+                -90.0
+            };
             m.observe(echo.max(-70.0));
         }
         let p = m.path().unwrap();
@@ -212,7 +226,10 @@ mod tests {
         // Prediction explains the echo within a few dB.
         let pred = m.push_reference(bot_level(200));
         let actual = played[200 - delay] + gain;
-        assert!(pred >= actual - 0.5 && pred <= actual + 15.0, "pred {pred} actual {actual}");
+        assert!(
+            pred >= actual - 0.5 && pred <= actual + 15.0,
+            "pred {pred} actual {actual}"
+        );
     }
 
     #[test]

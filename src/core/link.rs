@@ -36,7 +36,10 @@ pub(crate) enum Control {
 impl Control {
     pub(crate) fn pos(&self) -> u64 {
         match *self {
-            Self::StartTurn { pos, .. } | Self::EndTurn { pos } | Self::Mark { pos, .. } | Self::Interrupt { pos } => pos,
+            Self::StartTurn { pos, .. }
+            | Self::EndTurn { pos }
+            | Self::Mark { pos, .. }
+            | Self::Interrupt { pos } => pos,
         }
     }
 }
@@ -47,7 +50,10 @@ pub struct ControlFull;
 
 impl fmt::Display for ControlFull {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "agent control queue is full ({CONTROL_CAPACITY} markers)")
+        write!(
+            f,
+            "agent control queue is full ({CONTROL_CAPACITY} markers)"
+        )
     }
 }
 
@@ -87,7 +93,11 @@ impl AgentLink {
         let (out_tx, out_rx) = RingBuffer::new(outbound);
         let (ctl_tx, ctl_rx) = RingBuffer::new(CONTROL_CAPACITY);
         (
-            SessionEnds { inbound: in_tx, outbound: out_rx, control: ctl_rx },
+            SessionEnds {
+                inbound: in_tx,
+                outbound: out_rx,
+                control: ctl_rx,
+            },
             AgentLink {
                 inbound: in_rx,
                 outbound: out_tx,
@@ -132,7 +142,10 @@ impl AgentLink {
     pub fn start_turn(&mut self) -> Result<TurnId, ControlFull> {
         let turn = TurnId(self.turn.0.wrapping_add(1).max(1));
         self.control
-            .push(Control::StartTurn { turn, pos: self.written })
+            .push(Control::StartTurn {
+                turn,
+                pos: self.written,
+            })
             .map_err(|_| ControlFull)?;
         self.turn = turn;
         self.turn_open = true;
@@ -160,7 +173,9 @@ impl AgentLink {
         if !self.turn_open {
             return Ok(());
         }
-        self.control.push(Control::EndTurn { pos: self.written }).map_err(|_| ControlFull)?;
+        self.control
+            .push(Control::EndTurn { pos: self.written })
+            .map_err(|_| ControlFull)?;
         self.turn_open = false;
         Ok(())
     }
@@ -169,7 +184,12 @@ impl AgentLink {
     /// heard everything written so far. Returns the mark's id.
     pub fn mark(&mut self) -> Result<u32, ControlFull> {
         let id = self.next_mark;
-        self.control.push(Control::Mark { id, pos: self.written }).map_err(|_| ControlFull)?;
+        self.control
+            .push(Control::Mark {
+                id,
+                pos: self.written,
+            })
+            .map_err(|_| ControlFull)?;
         self.next_mark = self.next_mark.wrapping_add(1).max(1);
         Ok(id)
     }
@@ -177,7 +197,9 @@ impl AgentLink {
     /// Stops playback now (the agent's own barge-in decision): everything written so far is
     /// discarded, Vonage's buffer is cleared, and the current turn ends.
     pub fn interrupt(&mut self) -> Result<(), ControlFull> {
-        self.control.push(Control::Interrupt { pos: self.written }).map_err(|_| ControlFull)?;
+        self.control
+            .push(Control::Interrupt { pos: self.written })
+            .map_err(|_| ControlFull)?;
         self.turn_open = false;
         Ok(())
     }

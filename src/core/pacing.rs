@@ -23,7 +23,10 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer keeping `lead` of audio queued at Vonage.
     pub fn new(lead: Duration) -> Self {
-        Self { lead, playout_end: None }
+        Self {
+            lead,
+            playout_end: None,
+        }
     }
 
     /// The configured lead.
@@ -33,7 +36,8 @@ impl Pacer {
 
     /// When the next frame may be sent; `None` means now (nothing queued).
     pub fn next_due(&self) -> Option<Instant> {
-        self.playout_end.map(|end| end.checked_sub(self.lead).unwrap_or(end))
+        self.playout_end
+            .map(|end| end.checked_sub(self.lead).unwrap_or(end))
     }
 
     /// Whether a frame may be sent at `now`.
@@ -53,7 +57,8 @@ impl Pacer {
 
     /// Audio queued at Vonage at `now`.
     pub fn queued(&self, now: Instant) -> Duration {
-        self.playout_end.map_or(Duration::ZERO, |end| end.saturating_duration_since(now))
+        self.playout_end
+            .map_or(Duration::ZERO, |end| end.saturating_duration_since(now))
     }
 
     /// Whether the queue at Vonage has run dry by `now`.

@@ -16,7 +16,11 @@ pub struct Preroll {
 impl Preroll {
     /// A ring holding `capacity` samples.
     pub fn new(capacity: usize) -> Self {
-        Self { buf: vec![0; capacity].into_boxed_slice(), start: 0, len: 0 }
+        Self {
+            buf: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            len: 0,
+        }
     }
 
     /// Samples held.
@@ -35,7 +39,11 @@ impl Preroll {
         if cap == 0 {
             return;
         }
-        let samples = if samples.len() > cap { &samples[samples.len() - cap..] } else { samples };
+        let samples = if samples.len() > cap {
+            &samples[samples.len() - cap..]
+        } else {
+            samples
+        };
         for &s in samples {
             let end = (self.start + self.len) % cap;
             self.buf[end] = s;
@@ -53,7 +61,10 @@ impl Preroll {
         if self.start + self.len <= cap {
             (&self.buf[self.start..self.start + self.len], &[])
         } else {
-            (&self.buf[self.start..], &self.buf[..self.start + self.len - cap])
+            (
+                &self.buf[self.start..],
+                &self.buf[..self.start + self.len - cap],
+            )
         }
     }
 

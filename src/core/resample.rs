@@ -85,12 +85,18 @@ impl FrameResampler {
                 WindowFunction::BlackmanHarris2,
                 FixedSync::Input,
             )
-            .map_err(|_| ResampleError::Construction { from: from.hz(), to: to.hz() })?;
+            .map_err(|_| ResampleError::Construction {
+                from: from.hz(),
+                to: to.hz(),
+            })?;
             // The whole design rests on one frame in giving exactly one frame out.
             if r.input_frames_next() != from.frame_samples()
                 || r.output_frames_next() != to.frame_samples()
             {
-                return Err(ResampleError::Construction { from: from.hz(), to: to.hz() });
+                return Err(ResampleError::Construction {
+                    from: from.hz(),
+                    to: to.hz(),
+                });
             }
             Some(Box::new(r))
         };
@@ -135,7 +141,10 @@ impl FrameResampler {
     pub fn process_frame(&mut self, input: &[i16], output: &mut [i16]) -> usize {
         let n_in = self.from.frame_samples();
         let n_out = self.to.frame_samples();
-        assert!(input.len() == n_in && output.len() >= n_out, "resampler given a partial frame");
+        assert!(
+            input.len() == n_in && output.len() >= n_out,
+            "resampler given a partial frame"
+        );
         let Some(r) = self.inner.as_mut() else {
             output[..n_in].copy_from_slice(input);
             return n_in;
@@ -158,7 +167,11 @@ impl FrameResampler {
             }
         };
         for (i, d) in output[..n_out].iter_mut().enumerate() {
-            *d = if i < produced { to_i16(self.buf_out[i]) } else { 0 };
+            *d = if i < produced {
+                to_i16(self.buf_out[i])
+            } else {
+                0
+            };
         }
         n_out
     }
@@ -181,8 +194,12 @@ fn to_i16(x: f32) -> i16 {
 mod tests {
     use super::*;
 
-    const RATES: [SampleRate; 4] =
-        [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000, SampleRate::Hz48000];
+    const RATES: [SampleRate; 4] = [
+        SampleRate::Hz8000,
+        SampleRate::Hz16000,
+        SampleRate::Hz24000,
+        SampleRate::Hz48000,
+    ];
 
     fn sine(rate: SampleRate, hz: f32, n: usize, offset: usize) -> Vec<i16> {
         (0..n)
@@ -199,7 +216,11 @@ mod tests {
             for to in RATES {
                 let r = FrameResampler::new(from, to).unwrap();
                 assert_eq!(r.is_bypass(), from == to);
-                assert!(r.delay() <= Duration::from_millis(3), "{from}->{to}: {:?}", r.delay());
+                assert!(
+                    r.delay() <= Duration::from_millis(3),
+                    "{from}->{to}: {:?}",
+                    r.delay()
+                );
             }
         }
     }
@@ -219,16 +240,27 @@ mod tests {
 
     #[test]
     fn delay_matches_impulse() {
-        for (from, to) in [(SampleRate::Hz16000, SampleRate::Hz24000), (SampleRate::Hz24000, SampleRate::Hz8000)] {
+        for (from, to) in [
+            (SampleRate::Hz16000, SampleRate::Hz24000),
+            (SampleRate::Hz24000, SampleRate::Hz8000),
+        ] {
             let mut r = FrameResampler::new(from, to).unwrap();
             let mut input = vec![0i16; from.frame_samples()];
             input[40] = 20_000;
             let mut out = vec![0i16; to.frame_samples()];
             r.process_frame(&input, &mut out);
-            let peak = out.iter().enumerate().max_by_key(|(_, v)| v.unsigned_abs()).unwrap().0;
+            let peak = out
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, v)| v.unsigned_abs())
+                .unwrap()
+                .0;
             let expected_pos = 40 * to.hz() as usize / from.hz() as usize
                 + (r.delay().as_micros() as usize * to.hz() as usize / 1_000_000);
-            assert!(peak.abs_diff(expected_pos) <= 1, "{from}->{to}: peak {peak}, expected {expected_pos}");
+            assert!(
+                peak.abs_diff(expected_pos) <= 1,
+                "{from}->{to}: peak {peak}, expected {expected_pos}"
+            );
         }
     }
 
@@ -236,7 +268,11 @@ mod tests {
     fn no_clicks_at_frame_edges() {
         // A continuous sine resampled frame by frame must stay continuous: the largest step
         // between neighbouring output samples stays near the sine's own largest step.
-        for (from, to) in [(SampleRate::Hz16000, SampleRate::Hz24000), (SampleRate::Hz24000, SampleRate::Hz16000), (SampleRate::Hz8000, SampleRate::Hz16000)] {
+        for (from, to) in [
+            (SampleRate::Hz16000, SampleRate::Hz24000),
+            (SampleRate::Hz24000, SampleRate::Hz16000),
+            (SampleRate::Hz8000, SampleRate::Hz16000),
+        ] {
             let mut r = FrameResampler::new(from, to).unwrap();
             let mut out_all = Vec::new();
             let mut out = vec![0i16; to.frame_samples()];
@@ -247,9 +283,16 @@ mod tests {
                 out_all.extend_from_slice(&out);
             }
             let settled = &out_all[to.frame_samples() * 2..];
-            let max_step = settled.windows(2).map(|w| (i32::from(w[1]) - i32::from(w[0])).abs()).max().unwrap();
+            let max_step = settled
+                .windows(2)
+                .map(|w| (i32::from(w[1]) - i32::from(w[0])).abs())
+                .max()
+                .unwrap();
             let ideal = (8_000.0 * 2.0 * std::f32::consts::PI * 300.0 / to.hz() as f32) as i32;
-            assert!(max_step <= ideal + ideal / 5 + 2, "{from}->{to}: step {max_step} vs ideal {ideal}");
+            assert!(
+                max_step <= ideal + ideal / 5 + 2,
+                "{from}->{to}: step {max_step} vs ideal {ideal}"
+            );
         }
     }
 

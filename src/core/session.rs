@@ -22,7 +22,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::audio::{FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs};
+use super::audio::{
+    FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
+};
 use super::bargein::{BargeInDetector, is_caller_speech};
 use super::chunker::Chunker;
 use super::codec::{self, FrameError};
@@ -70,7 +72,10 @@ impl std::fmt::Display for TextRejected {
         match self {
             Self::Invalid(e) => e.fmt(f),
             Self::RateMismatch { expected, actual } => {
-                write!(f, "connected at {actual} Hz but the NCCO asked for {expected} Hz")
+                write!(
+                    f,
+                    "connected at {actual} Hz but the NCCO asked for {expected} Hz"
+                )
             }
             Self::DuplicateConnected => write!(f, "second websocket:connected message"),
         }
@@ -149,7 +154,10 @@ impl Session {
     /// Builds a session and the agent's end of it. All allocation happens here.
     pub fn new(config: SessionConfig) -> Result<(Session, AgentLink), ConfigError> {
         config.validate()?;
-        let resampler_err = |from: SampleRate, to: SampleRate| ConfigError::Resampler { from: from.hz(), to: to.hz() };
+        let resampler_err = |from: SampleRate, to: SampleRate| ConfigError::Resampler {
+            from: from.hz(),
+            to: to.hz(),
+        };
         let (call, agent) = (config.call_rate, config.agent_rate);
         let inbound_cap = samples_in(agent, config.inbound_buffer);
         let outbound_cap = samples_in(agent, config.outbound_buffer);
@@ -163,14 +171,19 @@ impl Session {
             frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
             agent_frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
             to_agent: FrameResampler::new(call, agent).map_err(|_| resampler_err(call, agent))?,
-            vad: VoiceDetector::new(call, config.vad_aggressiveness).map_err(|_| resampler_err(call, SampleRate::Hz16000))?,
+            vad: VoiceDetector::new(call, config.vad_aggressiveness)
+                .map_err(|_| resampler_err(call, SampleRate::Hz16000))?,
             speech: SpeechState::new(config.onset, config.hangover),
             bargein: BargeInDetector::new(&config.bargein),
             echo: EchoModel::new(),
             preroll: Preroll::new(samples_in(agent, config.preroll)),
             stream_pos: 0,
             utterance_start_pos: 0,
-            last_features: FrameFeatures { voiced: false, level_dbfs: SILENCE_DBFS, noise_floor_dbfs: SILENCE_DBFS },
+            last_features: FrameFeatures {
+                voiced: false,
+                level_dbfs: SILENCE_DBFS,
+                noise_floor_dbfs: SILENCE_DBFS,
+            },
             last_echo_dbfs: SILENCE_DBFS,
             last_caller: false,
             ends,
@@ -271,11 +284,18 @@ impl Session {
 
     /// Handles one frame of already-decoded samples (exactly one frame at the call rate), e.g.
     /// from a WAV file in `voicegate eval`.
-    pub fn handle_caller_samples(&mut self, now: Instant, samples: &[i16]) -> Result<(), FrameError> {
+    pub fn handle_caller_samples(
+        &mut self,
+        now: Instant,
+        samples: &[i16],
+    ) -> Result<(), FrameError> {
         let n = self.call_rate.frame_samples();
         if samples.len() != n {
             self.stats.frames_invalid += 1;
-            return Err(FrameError::WrongSize { expected: n * 2, actual: samples.len() * 2 });
+            return Err(FrameError::WrongSize {
+                expected: n * 2,
+                actual: samples.len() * 2,
+            });
         }
         self.frame[..n].copy_from_slice(samples);
         self.stats.frames_in += 1;
@@ -298,7 +318,12 @@ impl Session {
         let echo_dbfs = self.echo.push_reference(played);
 
         let features = self.vad.analyse(&self.frame[..n], level);
-        let caller = is_caller_speech(&features, echo_dbfs, self.config.snr_min_db, self.config.bargein.echo_margin_db);
+        let caller = is_caller_speech(
+            &features,
+            echo_dbfs,
+            self.config.snr_min_db,
+            self.config.bargein.echo_margin_db,
+        );
         if !caller && self.echo.is_reference_recent() {
             self.echo.observe(level);
         }
@@ -307,12 +332,16 @@ impl Session {
         self.last_caller = caller;
 
         // Caller audio to the agent's rate.
-        let m = self.to_agent.process_frame(&self.frame[..n], &mut self.agent_frame);
+        let m = self
+            .to_agent
+            .process_frame(&self.frame[..n], &mut self.agent_frame);
 
         let transition = self.speech.update(caller);
         match transition {
             Some(SpeechTransition::Started { onset_frames_ago }) => {
-                let onset = now.checked_sub(FRAME * (onset_frames_ago + 1)).unwrap_or(now);
+                let onset = now
+                    .checked_sub(FRAME * (onset_frames_ago + 1))
+                    .unwrap_or(now);
                 if self.config.forward == Forward::Speech {
                     self.utterance_start_pos = self.stream_pos;
                     self.flush_preroll();
@@ -323,7 +352,11 @@ impl Session {
                     self.utterance_start_pos = self.stream_pos.saturating_sub(back + m as u64);
                 }
                 let stream_pos = self.utterance_start_pos;
-                self.push_event(Event::SpeechStarted { at: now, onset, stream_pos });
+                self.push_event(Event::SpeechStarted {
+                    at: now,
+                    onset,
+                    stream_pos,
+                });
             }
             Some(SpeechTransition::Ended { speech_frames }) => {
                 if self.rearm_after_utterance {
@@ -333,7 +366,11 @@ impl Session {
                 self.push_agent_audio(m);
                 let duration = FRAME * speech_frames;
                 let stream_pos = self.stream_pos;
-                self.push_event(Event::SpeechEnded { at: now, duration, stream_pos });
+                self.push_event(Event::SpeechEnded {
+                    at: now,
+                    duration,
+                    stream_pos,
+                });
             }
             None => {
                 if self.config.forward == Forward::All || self.speech.is_speaking() {
@@ -349,7 +386,9 @@ impl Session {
         // that is still explained by the echo model, but speech then is a new turn, not a barge-in.
         let bot_playing = self.echo.is_reference_active_within(BOT_PLAYING_FRAMES);
         if let Some(d) = self.bargein.update(caller, bot_playing) {
-            let onset = now.checked_sub(FRAME * (d.onset_frames_ago + 1)).unwrap_or(now);
+            let onset = now
+                .checked_sub(FRAME * (d.onset_frames_ago + 1))
+                .unwrap_or(now);
             let info = BargeIn {
                 at: now,
                 onset,
@@ -403,7 +442,10 @@ impl Session {
                 }
                 if rate != self.call_rate {
                     self.stats.text_invalid += 1;
-                    return Err(TextRejected::RateMismatch { expected: self.call_rate.hz(), actual: rate.hz() });
+                    return Err(TextRejected::RateMismatch {
+                        expected: self.call_rate.hz(),
+                        actual: rate.hz(),
+                    });
                 }
                 self.connected = true;
                 self.push_event(Event::Connected { rate });
@@ -411,7 +453,11 @@ impl Session {
             MediaEvent::Dtmf { digit, duration_ms } => {
                 self.stats.dtmf += 1;
                 let duration = duration_ms.map(|ms| Duration::from_millis(u64::from(ms)));
-                self.push_event(Event::Dtmf { digit, duration, at: now });
+                self.push_event(Event::Dtmf {
+                    digit,
+                    duration,
+                    at: now,
+                });
             }
             MediaEvent::Cleared => {
                 self.awaiting_cleared = None;
@@ -419,9 +465,17 @@ impl Session {
             }
             MediaEvent::Notify(mark) => {
                 let turn = TurnId(mark.turn);
-                self.last_notify = Some(NotifySeen { turn, frame: mark.frame, at: now });
+                self.last_notify = Some(NotifySeen {
+                    turn,
+                    frame: mark.frame,
+                    at: now,
+                });
                 let complete = self.final_mark == Some((turn, mark.frame));
-                self.push_event(Event::PlayoutReached { turn, heard: FRAME * mark.frame, complete });
+                self.push_event(Event::PlayoutReached {
+                    turn,
+                    heard: FRAME * mark.frame,
+                    complete,
+                });
                 if mark.mark != 0 {
                     self.push_event(Event::MarkReached { id: mark.mark });
                 }
@@ -444,11 +498,16 @@ impl Session {
         let sent = self.frames_in_turn;
         let frames = match self.last_notify {
             Some(n) if n.turn == self.turn => {
-                let since = (now.saturating_duration_since(n.at).as_millis() / FRAME.as_millis()) as u32;
+                let since =
+                    (now.saturating_duration_since(n.at).as_millis() / FRAME.as_millis()) as u32;
                 n.frame.saturating_add(since).min(sent)
             }
             _ => {
-                let queued = self.pacer.queued(now).as_millis().div_ceil(FRAME.as_millis()) as u32;
+                let queued = self
+                    .pacer
+                    .queued(now)
+                    .as_millis()
+                    .div_ceil(FRAME.as_millis()) as u32;
                 sent.saturating_sub(queued)
             }
         };
@@ -543,7 +602,9 @@ impl Session {
         if n == 0 {
             return;
         }
-        let Ok(chunk) = self.ends.control.read_chunk(n) else { return };
+        let Ok(chunk) = self.ends.control.read_chunk(n) else {
+            return;
+        };
         let (a, b) = chunk.as_slices();
         let Some(idx) = a
             .iter()
@@ -620,7 +681,9 @@ impl Session {
             if n == 0 {
                 return;
             }
-            let Ok(chunk) = self.ends.outbound.read_chunk(n) else { return };
+            let Ok(chunk) = self.ends.outbound.read_chunk(n) else {
+                return;
+            };
             let (a, b) = chunk.as_slices();
             let took = self.chunker.push(a) + self.chunker.push(b);
             debug_assert_eq!(took, n);
@@ -641,7 +704,10 @@ impl Session {
 
     /// Whether agent audio is waiting to be sent.
     pub fn has_outbound(&self) -> bool {
-        self.chunker.has_frame() || self.chunker.has_partial() || !self.ends.outbound.is_empty() || !self.ends.control.is_empty()
+        self.chunker.has_frame()
+            || self.chunker.has_partial()
+            || !self.ends.outbound.is_empty()
+            || !self.ends.control.is_empty()
     }
 
     /// Writes the next outbound frame into `out` if one is due at `now` and audio is ready;
@@ -673,7 +739,10 @@ impl Session {
         if self.playout.len() == PLAYOUT_LOG {
             self.playout.pop_front();
         }
-        self.playout.push_back(Played { start, level_dbfs: f.level_dbfs });
+        self.playout.push_back(Played {
+            start,
+            level_dbfs: f.level_dbfs,
+        });
         self.stats.frames_out += 1;
         if f.padded {
             self.stats.frames_padded += 1;
@@ -698,9 +767,17 @@ impl Session {
         if turn_done {
             self.turn_end_pending = false;
             self.final_mark = Some((self.turn, self.frames_in_turn));
-            self.push_command(Command::Notify { turn: self.turn, frame: self.frames_in_turn, mark: 0 });
+            self.push_command(Command::Notify {
+                turn: self.turn,
+                frame: self.frames_in_turn,
+                mark: 0,
+            });
         } else if every > 0 && !f.flush && self.frames_in_turn % every == 0 {
-            self.push_command(Command::Notify { turn: self.turn, frame: self.frames_in_turn, mark: 0 });
+            self.push_command(Command::Notify {
+                turn: self.turn,
+                frame: self.frames_in_turn,
+                mark: 0,
+            });
         }
         if self.pending_marks_len > 0 && !self.chunker.has_partial() {
             self.emit_pending_marks();
@@ -713,7 +790,9 @@ impl Session {
     fn note_idle(&mut self, now: Instant) {
         if self.was_playing && self.pacer.is_idle(now) {
             self.was_playing = false;
-            if self.final_mark.is_none_or(|(t, _)| t != self.turn) && self.discard_until_after.is_none() {
+            if self.final_mark.is_none_or(|(t, _)| t != self.turn)
+                && self.discard_until_after.is_none()
+            {
                 self.stats.underruns += 1;
             }
         }
@@ -728,7 +807,11 @@ impl Session {
     fn emit_pending_marks(&mut self) {
         for i in 0..self.pending_marks_len {
             let mark = self.pending_marks[i];
-            self.push_command(Command::Notify { turn: self.turn, frame: self.frames_in_turn, mark });
+            self.push_command(Command::Notify {
+                turn: self.turn,
+                frame: self.frames_in_turn,
+                mark,
+            });
         }
         self.pending_marks_len = 0;
     }

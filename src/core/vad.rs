@@ -91,19 +91,25 @@ pub struct VoiceDetector {
 
 impl std::fmt::Debug for VoiceDetector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VoiceDetector").field("floor", &self.floor).finish_non_exhaustive()
+        f.debug_struct("VoiceDetector")
+            .field("floor", &self.floor)
+            .finish_non_exhaustive()
     }
 }
 
 impl VoiceDetector {
     /// Builds a detector for frames at `call_rate`.
-    pub fn new(call_rate: SampleRate, aggressiveness: VadAggressiveness) -> Result<Self, ResampleError> {
+    pub fn new(
+        call_rate: SampleRate,
+        aggressiveness: VadAggressiveness,
+    ) -> Result<Self, ResampleError> {
         let (vad_rate, to_vad_rate) = match call_rate {
             SampleRate::Hz8000 => (VadRate::Rate8kHz, None),
             SampleRate::Hz16000 => (VadRate::Rate16kHz, None),
-            SampleRate::Hz24000 => {
-                (VadRate::Rate16kHz, Some(FrameResampler::new(call_rate, SampleRate::Hz16000)?))
-            }
+            SampleRate::Hz24000 => (
+                VadRate::Rate16kHz,
+                Some(FrameResampler::new(call_rate, SampleRate::Hz16000)?),
+            ),
             SampleRate::Hz48000 => (VadRate::Rate48kHz, None),
         };
         Ok(Self {
@@ -121,16 +127,25 @@ impl VoiceDetector {
             None => self.vad.0.is_voice_segment(frame).unwrap_or(false),
             Some(r) => {
                 let n = r.process_frame(frame, &mut self.vad_buf);
-                self.vad.0.is_voice_segment(&self.vad_buf[..n]).unwrap_or(false)
+                self.vad
+                    .0
+                    .is_voice_segment(&self.vad_buf[..n])
+                    .unwrap_or(false)
             }
         };
         let noise_floor_dbfs = self.floor.update(level_dbfs);
-        FrameFeatures { voiced, level_dbfs, noise_floor_dbfs }
+        FrameFeatures {
+            voiced,
+            level_dbfs,
+            noise_floor_dbfs,
+        }
     }
 
     /// The delay of the VAD's own resampler (zero at 8 and 16 kHz).
     pub fn delay(&self) -> Duration {
-        self.to_vad_rate.as_ref().map_or(Duration::ZERO, FrameResampler::delay)
+        self.to_vad_rate
+            .as_ref()
+            .map_or(Duration::ZERO, FrameResampler::delay)
     }
 }
 
@@ -153,7 +168,9 @@ impl NoiseFloor {
 
     /// A fresh tracker.
     pub fn new() -> Self {
-        Self { floor_db: Self::INITIAL_DB }
+        Self {
+            floor_db: Self::INITIAL_DB,
+        }
     }
 
     /// Feeds one frame's level; returns the floor after it.
@@ -299,14 +316,22 @@ mod tests {
         let mut s = SpeechState::new(ms(60), ms(200));
         assert_eq!(s.update(true), None);
         assert_eq!(s.update(true), None);
-        assert_eq!(s.update(true), Some(SpeechTransition::Started { onset_frames_ago: 2 }));
+        assert_eq!(
+            s.update(true),
+            Some(SpeechTransition::Started {
+                onset_frames_ago: 2
+            })
+        );
         for _ in 0..20 {
             assert_eq!(s.update(true), None);
         }
         for _ in 0..9 {
             assert_eq!(s.update(false), None);
         }
-        assert_eq!(s.update(false), Some(SpeechTransition::Ended { speech_frames: 23 }));
+        assert_eq!(
+            s.update(false),
+            Some(SpeechTransition::Ended { speech_frames: 23 })
+        );
         assert!(!s.is_speaking());
     }
 
@@ -316,7 +341,12 @@ mod tests {
         s.update(true);
         s.update(false);
         s.update(true);
-        assert_eq!(s.update(true), Some(SpeechTransition::Started { onset_frames_ago: 3 }));
+        assert_eq!(
+            s.update(true),
+            Some(SpeechTransition::Started {
+                onset_frames_ago: 3
+            })
+        );
         let mut s = SpeechState::new(ms(60), ms(200));
         s.update(true);
         s.update(false);
@@ -335,7 +365,11 @@ mod tests {
         for _ in 0..25 {
             f.update(-20.0);
         }
-        assert!(f.floor_dbfs() < -42.0, "half a second of speech lifted the floor to {}", f.floor_dbfs());
+        assert!(
+            f.floor_dbfs() < -42.0,
+            "half a second of speech lifted the floor to {}",
+            f.floor_dbfs()
+        );
     }
 
     #[test]
@@ -351,7 +385,11 @@ mod tests {
                 let frame: Vec<i16> = (0..n)
                     .map(|i| {
                         let t = (k * n + i) as f32 / rate.hz() as f32;
-                        let s: f32 = (1..12).map(|h| (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32).sum();
+                        let s: f32 = (1..12)
+                            .map(|h| {
+                                (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32
+                            })
+                            .sum();
                         (s * 4_000.0) as i16
                     })
                     .collect();

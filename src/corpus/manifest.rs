@@ -198,7 +198,9 @@ impl Clip {
         match &self.noise {
             None => "clean".to_owned(),
             Some(Noise { snr_db: None, .. }) => "no_caller_speech".to_owned(),
-            Some(Noise { snr_db: Some(s), .. }) => {
+            Some(Noise {
+                snr_db: Some(s), ..
+            }) => {
                 if s.fract() == 0.0 {
                     format!("{}", *s as i64)
                 } else {
@@ -212,14 +214,23 @@ impl Clip {
 impl Manifest {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, CorpusError> {
-        let io = |source| CorpusError::Io { path: path.to_owned(), source };
+        let io = |source| CorpusError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_MANIFEST_BYTES {
-            return Err(CorpusError::TooLarge { path: path.to_owned(), size });
+            return Err(CorpusError::TooLarge {
+                path: path.to_owned(),
+                size,
+            });
         }
         let bytes = std::fs::read(path).map_err(io)?;
         let mut m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|source| CorpusError::Json { path: path.to_owned(), source })?;
+            serde_json::from_slice(&bytes).map_err(|source| CorpusError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
         m.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         m.validate()?;
         Ok(m)
@@ -230,10 +241,16 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), CorpusError> {
         let bad = |field: String, reason: String| Err(CorpusError::Invalid { field, reason });
         if self.format != "voicegate-corpus" {
-            return bad("format".into(), format!("is {:?}, expected \"voicegate-corpus\"", self.format));
+            return bad(
+                "format".into(),
+                format!("is {:?}, expected \"voicegate-corpus\"", self.format),
+            );
         }
         if self.version != 1 {
-            return bad("version".into(), format!("is {}, this reader understands version 1", self.version));
+            return bad(
+                "version".into(),
+                format!("is {}, this reader understands version 1", self.version),
+            );
         }
         let mut ids = std::collections::HashSet::new();
         for (i, c) in self.clips.iter().enumerate() {
@@ -242,7 +259,10 @@ impl Manifest {
                 return bad(at("id"), "duplicate id".into());
             }
             if crate::core::SampleRate::try_from(c.rate).map_or(true, |r| !r.is_call_rate()) {
-                return bad(at("rate"), format!("{} Hz is not 8000, 16000 or 24000", c.rate));
+                return bad(
+                    at("rate"),
+                    format!("{} Hz is not 8000, 16000 or 24000", c.rate),
+                );
             }
             for (name, segs) in [
                 ("speech_segments_ms", &c.speech_segments_ms),
@@ -253,18 +273,27 @@ impl Manifest {
                 let mut prev_end = 0;
                 for s in segs.iter() {
                     if s[0] >= s[1] || s[0] < prev_end {
-                        return bad(at(name), format!("segment {s:?} is empty, unsorted or overlapping"));
+                        return bad(
+                            at(name),
+                            format!("segment {s:?} is empty, unsorted or overlapping"),
+                        );
                     }
                     prev_end = s[1];
                 }
             }
             if let Some(o) = &c.outbound {
                 if o.rate != c.rate {
-                    return bad(at("outbound.rate"), format!("{} Hz differs from the clip's {} Hz", o.rate, c.rate));
+                    return bad(
+                        at("outbound.rate"),
+                        format!("{} Hz differs from the clip's {} Hz", o.rate, c.rate),
+                    );
                 }
             }
             if c.expect.bargein && c.expect.bargein_onsets_ms.is_empty() {
-                return bad(at("expect.bargein_onsets_ms"), "empty although expect.bargein is true".into());
+                return bad(
+                    at("expect.bargein_onsets_ms"),
+                    "empty although expect.bargein is true".into(),
+                );
             }
         }
         Ok(())
@@ -290,7 +319,11 @@ mod tests {
 
     #[test]
     fn the_test_subset_loads() {
-        let m = Manifest::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/manifest.json"))).unwrap();
+        let m = Manifest::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/manifest.json"
+        )))
+        .unwrap();
         assert!(m.clips.len() >= 10);
         assert_eq!(m.label.tolerance_ms, 20);
     }
@@ -299,9 +332,14 @@ mod tests {
     fn malformed_manifests_fail_clearly() {
         let e = load_str("{").unwrap_err();
         assert!(matches!(e, CorpusError::Json { .. }), "{e}");
-        let e = load_str(r#"{"format":"other","version":1,"label":{"tolerance_ms":20},"clips":[]}"#).unwrap_err();
+        let e =
+            load_str(r#"{"format":"other","version":1,"label":{"tolerance_ms":20},"clips":[]}"#)
+                .unwrap_err();
         assert!(e.to_string().contains("format"), "{e}");
-        let e = load_str(r#"{"format":"voicegate-corpus","version":2,"label":{"tolerance_ms":20},"clips":[]}"#).unwrap_err();
+        let e = load_str(
+            r#"{"format":"voicegate-corpus","version":2,"label":{"tolerance_ms":20},"clips":[]}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("version"), "{e}");
         let clip = r#"{"id":"a","scenario":"speech","rate":16000,"duration_ms":1000,"inbound":"a.wav","speech_segments_ms":[[500,600],[100,200]],"expect":{"bargein":false}}"#;
         let e = load_str(&format!(r#"{{"format":"voicegate-corpus","version":1,"label":{{"tolerance_ms":20}},"clips":[{clip}]}}"#)).unwrap_err();

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::manifest::{Clip, CorpusError, Manifest};
-use crate::core::{Command, Event, Session, SessionConfig, SampleRate};
+use crate::core::{Command, Event, SampleRate, Session, SessionConfig};
 
 /// A clip's audio, decoded.
 #[derive(Debug, Clone)]
@@ -34,35 +34,55 @@ const MAX_WAV_SAMPLES: u32 = 24_000 * 600;
 
 /// Reads a mono 16-bit WAV at `rate`.
 pub fn read_wav(path: &Path, rate: u32) -> Result<Vec<i16>, CorpusError> {
-    let audio_err = |reason: String| CorpusError::Audio { path: path.to_owned(), reason };
+    let audio_err = |reason: String| CorpusError::Audio {
+        path: path.to_owned(),
+        reason,
+    };
     let mut r = hound::WavReader::open(path).map_err(|e| audio_err(e.to_string()))?;
     let spec = r.spec();
-    if spec.channels != 1 || spec.bits_per_sample != 16 || spec.sample_format != hound::SampleFormat::Int {
+    if spec.channels != 1
+        || spec.bits_per_sample != 16
+        || spec.sample_format != hound::SampleFormat::Int
+    {
         return Err(audio_err(format!(
             "{} channels, {} bits {:?}: expected mono 16-bit PCM",
             spec.channels, spec.bits_per_sample, spec.sample_format
         )));
     }
     if spec.sample_rate != rate {
-        return Err(audio_err(format!("{} Hz, the manifest says {rate} Hz", spec.sample_rate)));
+        return Err(audio_err(format!(
+            "{} Hz, the manifest says {rate} Hz",
+            spec.sample_rate
+        )));
     }
     if r.duration() > MAX_WAV_SAMPLES {
-        return Err(audio_err(format!("{} samples is longer than the {MAX_WAV_SAMPLES} limit", r.duration())));
+        return Err(audio_err(format!(
+            "{} samples is longer than the {MAX_WAV_SAMPLES} limit",
+            r.duration()
+        )));
     }
-    r.samples::<i16>().collect::<Result<Vec<_>, _>>().map_err(|e| audio_err(e.to_string()))
+    r.samples::<i16>()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| audio_err(e.to_string()))
 }
 
 impl ClipAudio {
     /// Loads `clip`'s files.
     pub fn load(manifest: &Manifest, clip: &Clip) -> Result<Self, CorpusError> {
-        let rate = SampleRate::try_from(clip.rate)
-            .map_err(|e| CorpusError::Invalid { field: format!("{}.rate", clip.id), reason: e.to_string() })?;
+        let rate = SampleRate::try_from(clip.rate).map_err(|e| CorpusError::Invalid {
+            field: format!("{}.rate", clip.id),
+            reason: e.to_string(),
+        })?;
         let inbound = read_wav(&manifest.path_of(&clip.inbound), clip.rate)?;
         let outbound = match &clip.outbound {
             Some(o) => Some(read_wav(&manifest.path_of(&o.file), o.rate)?),
             None => None,
         };
-        Ok(Self { rate, inbound, outbound })
+        Ok(Self {
+            rate,
+            inbound,
+            outbound,
+        })
     }
 }
 
@@ -88,7 +108,11 @@ pub struct Replay {
 }
 
 /// Runs `audio` through a session built from `config` (its rates are set to the clip's rate).
-pub fn replay_clip(clip: &Clip, audio: &ClipAudio, mut config: SessionConfig) -> Result<Replay, crate::core::ConfigError> {
+pub fn replay_clip(
+    clip: &Clip,
+    audio: &ClipAudio,
+    mut config: SessionConfig,
+) -> Result<Replay, crate::core::ConfigError> {
     config.call_rate = audio.rate;
     config.agent_rate = audio.rate;
     let (mut session, mut link) = Session::new(config)?;
@@ -103,7 +127,10 @@ pub fn replay_clip(clip: &Clip, audio: &ClipAudio, mut config: SessionConfig) ->
     let mut ref_pos = 0usize;
     let mut turn_ended = false;
     let mut out_buf = [0u8; crate::core::audio::MAX_CALL_FRAME_BYTES];
-    let mut rec = Replay { frames, ..Replay::default() };
+    let mut rec = Replay {
+        frames,
+        ..Replay::default()
+    };
     let mut busy = Duration::ZERO;
 
     for k in 0..frames as u64 {
@@ -141,7 +168,9 @@ pub fn replay_clip(clip: &Clip, audio: &ClipAudio, mut config: SessionConfig) ->
         }
         while let Some(e) = session.poll_event() {
             match e {
-                Event::SpeechStarted { at, onset, .. } => rec.speech_started_ms.push((ms_of(at), ms_of(onset))),
+                Event::SpeechStarted { at, onset, .. } => {
+                    rec.speech_started_ms.push((ms_of(at), ms_of(onset)))
+                }
                 Event::SpeechEnded { at, .. } => rec.speech_ended_ms.push(ms_of(at)),
                 Event::BargeIn(b) => {
                     rec.bargein_ms.push(ms_of(b.at));

@@ -816,10 +816,7 @@ mod tests {
 
     /// Reads the `content` of a §10 vector file from `tests/data/vectors/` (a copy of `../shared/vonage-vectors/`).
     fn vector(file: &str) -> Value {
-        let path = format!(
-            "{}/tests/data/vectors/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/data/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let mut vector: Value = serde_json::from_str(&text).expect("vector file is JSON");
         vector["content"].take()

@@ -680,10 +680,7 @@ mod tests {
 
     /// Reads a whole §10 vector file from `tests/data/vectors/` (a copy of `../shared/vonage-vectors/`).
     fn vector_file(file: &str) -> Value {
-        let path = format!(
-            "{}/tests/data/vectors/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/data/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str(&text).expect("vector file is JSON")
     }
