@@ -2,8 +2,10 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod agent;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod corpus;
+pub mod server;
 pub mod vonage;

@@ -1,1 +1,112 @@
-fn main() {}
+//! `voicegate`: the command line. `voicegate` alone is `voicegate serve`.
+//!
+//! Not real-time.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use voicegate::server::{self, ServeArgs, ServerConfig, config::LogFormat};
+
+/// Put voice-AI agents on real phone calls through the Vonage Voice API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "voicegate",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve` flags, accepted without the subcommand too.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: webhooks, media WebSocket, metrics (the default).
+    Serve(ServeArgs),
+    /// Play Vonage's side of one call against a running server.
+    Simulate,
+    /// Many simulated calls at once, with a report.
+    Loadtest,
+    /// Run the core pipeline over a labelled corpus manifest, with a report.
+    Eval,
+    /// Create an outbound call through the Vonage REST API, connected to this server.
+    Call,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        None => cli.serve,
+        Some(Command::Serve(a)) => a,
+        Some(other) => {
+            let name = format!("{other:?}").to_lowercase();
+            eprintln!("voicegate {name}: not implemented yet");
+            return ExitCode::from(2);
+        }
+    };
+    serve(args)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match ServerConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("voicegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("voicegate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("voicegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["voicegate", "--rate", "8000"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.serve.rate, 8000);
+        let c = Cli::try_parse_from(["voicegate", "serve", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Serve(_))));
+        assert!(matches!(
+            Cli::try_parse_from(["voicegate", "eval"]).unwrap().command,
+            Some(Command::Eval)
+        ));
+    }
+}

@@ -1,0 +1,385 @@
+//! Server configuration: the `serve` flags and their environment variables ([`ServeArgs`],
+//! names from INTERFACE.md), parsed once into a checked [`ServerConfig`].
+//!
+//! Not real-time (start-up only).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::vad::VadAggressiveness;
+use crate::core::{BargeInConfig, Forward, SampleRate, SessionConfig};
+
+/// What to answer when Vonage reports that our media socket closed unexpectedly
+/// (`disconnected`, §1.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnDisconnect {
+    /// Return the same `connect` NCCO, so Vonage reconnects the socket (at most a few times).
+    Reconnect,
+    /// Speak a short apology; the call then ends.
+    Apology,
+    /// Return nothing; the call ends.
+    Nothing,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `voicegate serve` flags. Every flag can also be set through its environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (use port 0 for any free port).
+    #[arg(long, env = "VOICEGATE_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// Public base URL Vonage reaches this server at (https://… behind a tunnel). Default:
+    /// derived per request from X-Forwarded-Proto / X-Forwarded-Host / Host.
+    #[arg(long, env = "VOICEGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Media rate of calls, Hz: 8000, 16000 or 24000.
+    #[arg(long, env = "VOICEGATE_RATE", default_value_t = 16_000)]
+    pub rate: u32,
+    /// Agent: `echo` (built in), `ws://…`/`wss://…` (agent bridge) or `openai-realtime`.
+    #[arg(long, env = "VOICEGATE_AGENT", default_value = "echo")]
+    pub agent: String,
+    /// Rate the agent reads and writes, Hz (default: the agent's own choice).
+    #[arg(long, env = "VOICEGATE_AGENT_RATE")]
+    pub agent_rate: Option<u32>,
+    /// Text spoken by Vonage before the agent is connected (default: none).
+    #[arg(long, env = "VOICEGATE_GREETING")]
+    pub greeting: Option<String>,
+    /// Language of the greeting, e.g. en-GB.
+    #[arg(long, env = "VOICEGATE_GREETING_LANGUAGE")]
+    pub greeting_language: Option<String>,
+    /// Voice style of the greeting (a number from Vonage's voice list).
+    #[arg(long, env = "VOICEGATE_GREETING_STYLE")]
+    pub greeting_style: Option<u32>,
+    /// Most concurrent calls; beyond it calls get a busy message and sockets a 503.
+    #[arg(long, env = "VOICEGATE_MAX_CALLS", default_value_t = 1_000)]
+    pub max_calls: usize,
+    /// Audio kept queued at Vonage ahead of real time, ms.
+    #[arg(long, env = "VOICEGATE_LEAD_MS", default_value_t = 60)]
+    pub lead_ms: u64,
+    /// webrtc-vad aggressiveness, 0 (most sensitive) to 3.
+    #[arg(long, env = "VOICEGATE_VAD_MODE", default_value_t = 2)]
+    pub vad_mode: u8,
+    /// Speech needed before an utterance starts, ms.
+    #[arg(long, env = "VOICEGATE_ONSET_MS", default_value_t = 60)]
+    pub onset_ms: u64,
+    /// Silence that ends the caller's turn, ms.
+    #[arg(long, env = "VOICEGATE_HANGOVER_MS", default_value_t = 500)]
+    pub hangover_ms: u64,
+    /// Audio before the onset sent to the agent with each utterance, ms.
+    #[arg(long, env = "VOICEGATE_PREROLL_MS", default_value_t = 240)]
+    pub preroll_ms: u64,
+    /// Turn barge-in (caller interrupts the bot) off.
+    #[arg(long, env = "VOICEGATE_NO_BARGE_IN")]
+    pub no_barge_in: bool,
+    /// Caller speech during bot playback that counts as barge-in, ms.
+    #[arg(long, env = "VOICEGATE_BARGE_IN_MS", default_value_t = 80)]
+    pub barge_in_ms: u64,
+    /// How far the caller must be above the bot's predicted echo to barge in, dB.
+    #[arg(long, env = "VOICEGATE_ECHO_MARGIN_DB", default_value_t = 6.0)]
+    pub echo_margin_db: f32,
+    /// Send every caller frame to the agent, not only speech.
+    #[arg(long, env = "VOICEGATE_FORWARD_ALL")]
+    pub forward_all: bool,
+    /// What to answer when our media socket closed unexpectedly.
+    #[arg(
+        long,
+        env = "VOICEGATE_ON_DISCONNECT",
+        value_enum,
+        default_value = "apology"
+    )]
+    pub on_disconnect: OnDisconnect,
+    /// Time Vonage has to send `websocket:connected` after the upgrade, ms.
+    #[arg(long, env = "VOICEGATE_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub connect_timeout_ms: u64,
+    /// On SIGINT/SIGTERM, how long active calls may go on before they are closed, s.
+    #[arg(long, env = "VOICEGATE_DRAIN_TIMEOUT_S", default_value_t = 30)]
+    pub drain_timeout_s: u64,
+    /// Vonage signature secret for signed webhooks.
+    #[arg(long, env = "VONAGE_SIGNATURE_SECRET", hide_env_values = true)]
+    pub signature_secret: Option<String>,
+    /// Refuse to start without a signature secret.
+    #[arg(long, env = "VOICEGATE_REQUIRE_SIGNED_WEBHOOKS")]
+    pub require_signed_webhooks: bool,
+    /// Vonage application id (for the REST API: hangup, transfer, outbound calls).
+    #[arg(long, env = "VONAGE_APPLICATION_ID")]
+    pub application_id: Option<String>,
+    /// Path of the Vonage application's private key (PEM).
+    #[arg(long, env = "VONAGE_PRIVATE_KEY_PATH")]
+    pub private_key: Option<std::path::PathBuf>,
+    /// Vonage REST API base URL.
+    #[arg(long, env = "VONAGE_API_URL", default_value = "https://api.nexmo.com")]
+    pub api_url: String,
+    /// Log format.
+    #[arg(long, env = "VOICEGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Redis URL for shared state (default: in-process state).
+    #[arg(long, env = "VOICEGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+/// Which agent serves calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentKind {
+    /// The built-in echo agent.
+    Echo,
+    /// The WebSocket agent bridge at this URL.
+    Bridge(String),
+    /// The OpenAI Realtime adapter.
+    OpenAiRealtime,
+}
+
+/// The greeting `talk` action's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Greeting {
+    /// What is said.
+    pub text: String,
+    /// Language, e.g. `en-GB`.
+    pub language: Option<String>,
+    /// Vonage voice style.
+    pub style: Option<u32>,
+}
+
+/// The checked server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public base URL without a trailing slash (`https://host[/prefix]`), or derived per request.
+    pub public_url: Option<String>,
+    /// The call media rate put in the NCCO.
+    pub rate: SampleRate,
+    /// Which agent.
+    pub agent: AgentKind,
+    /// Agent rate override.
+    pub agent_rate: Option<SampleRate>,
+    /// Greeting before the agent connects.
+    pub greeting: Option<Greeting>,
+    /// Concurrent call limit.
+    pub max_calls: usize,
+    /// Template for every call's session (rates are filled in per call).
+    pub session: SessionConfig,
+    /// Overrides the agent's [`Forward`] choice when set.
+    pub forward: Option<Forward>,
+    /// `disconnected` handling.
+    pub on_disconnect: OnDisconnect,
+    /// Deadline for `websocket:connected`.
+    pub connect_timeout: Duration,
+    /// Graceful-shutdown drain time.
+    pub drain_timeout: Duration,
+    /// Signature secret (verification arrives with the signed-webhooks work).
+    pub signature_secret: Option<String>,
+    /// Vonage application id.
+    pub application_id: Option<String>,
+    /// Private key path.
+    pub private_key: Option<std::path::PathBuf>,
+    /// REST base URL.
+    pub api_url: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Events queued towards a slow agent before new ones are dropped.
+    pub agent_event_queue: usize,
+    /// Largest WebSocket message or frame accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Most times one call's socket is reconnected with `--on-disconnect reconnect`.
+    pub max_reconnects: u32,
+}
+
+/// A configuration the server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerConfigError {
+    /// `--rate` is not 8000, 16000 or 24000.
+    #[error("--rate {0}: Vonage streams calls at 8000, 16000 or 24000 Hz")]
+    Rate(u32),
+    /// `--agent-rate` is not a supported rate.
+    #[error("--agent-rate {0}: use 8000, 16000, 24000 or 48000")]
+    AgentRate(u32),
+    /// `--public-url` is not an http(s) URL.
+    #[error("--public-url {0:?}: expected http://host or https://host[/prefix]")]
+    PublicUrl(String),
+    /// `--agent` is not a known agent.
+    #[error("--agent {0:?}: expected echo, ws://…, wss://… or openai-realtime")]
+    Agent(String),
+    /// `--vad-mode` out of range.
+    #[error("--vad-mode {0}: expected 0 to 3")]
+    VadMode(u8),
+    /// `--max-calls 0`.
+    #[error("--max-calls must be at least 1")]
+    MaxCalls,
+    /// `--require-signed-webhooks` without a secret.
+    #[error("--require-signed-webhooks needs --signature-secret (VONAGE_SIGNATURE_SECRET)")]
+    MissingSecret,
+    /// A session parameter out of range.
+    #[error("{0}")]
+    Session(#[from] crate::core::ConfigError),
+}
+
+impl TryFrom<ServeArgs> for ServerConfig {
+    type Error = ServerConfigError;
+
+    fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
+        let rate = SampleRate::try_from(a.rate)
+            .ok()
+            .filter(|r| r.is_call_rate())
+            .ok_or(ServerConfigError::Rate(a.rate))?;
+        let agent_rate = a
+            .agent_rate
+            .map(|hz| SampleRate::try_from(hz).map_err(|_| ServerConfigError::AgentRate(hz)))
+            .transpose()?;
+        let public_url = a.public_url.map(|u| normalise_public_url(&u)).transpose()?;
+        let agent = match a.agent.as_str() {
+            "echo" => AgentKind::Echo,
+            "openai-realtime" => AgentKind::OpenAiRealtime,
+            u if u.starts_with("ws://") || u.starts_with("wss://") => {
+                AgentKind::Bridge(u.to_owned())
+            }
+            other => return Err(ServerConfigError::Agent(other.to_owned())),
+        };
+        if a.max_calls == 0 {
+            return Err(ServerConfigError::MaxCalls);
+        }
+        if a.require_signed_webhooks && a.signature_secret.is_none() {
+            return Err(ServerConfigError::MissingSecret);
+        }
+        let mut session = SessionConfig::new(rate, agent_rate.unwrap_or(rate));
+        session.vad_aggressiveness = VadAggressiveness::from_level(a.vad_mode)
+            .ok_or(ServerConfigError::VadMode(a.vad_mode))?;
+        session.onset = Duration::from_millis(a.onset_ms);
+        session.hangover = Duration::from_millis(a.hangover_ms);
+        session.preroll = Duration::from_millis(a.preroll_ms);
+        session.lead = Duration::from_millis(a.lead_ms);
+        session.bargein = BargeInConfig {
+            enabled: !a.no_barge_in,
+            min_speech: Duration::from_millis(a.barge_in_ms),
+            echo_margin_db: a.echo_margin_db,
+        };
+        session.validate()?;
+        Ok(Self {
+            listen: a.listen,
+            public_url,
+            rate,
+            agent,
+            agent_rate,
+            greeting: a
+                .greeting
+                .filter(|t| !t.trim().is_empty())
+                .map(|text| Greeting {
+                    text,
+                    language: a.greeting_language,
+                    style: a.greeting_style,
+                }),
+            max_calls: a.max_calls,
+            session,
+            forward: a.forward_all.then_some(Forward::All),
+            on_disconnect: a.on_disconnect,
+            connect_timeout: Duration::from_millis(a.connect_timeout_ms.clamp(100, 60_000)),
+            drain_timeout: Duration::from_secs(a.drain_timeout_s),
+            signature_secret: a.signature_secret,
+            application_id: a.application_id,
+            private_key: a.private_key,
+            api_url: a.api_url,
+            log_format: a.log_format,
+            agent_event_queue: 256,
+            max_message_bytes: 64 * 1024,
+            max_reconnects: 3,
+        })
+    }
+}
+
+impl ServerConfig {
+    /// The defaults: what `voicegate serve` with no flags and no environment gives.
+    pub fn new() -> Self {
+        // The defaults are valid by construction (checked by the test below).
+        Self::try_from(ServeArgs::default()).expect("default configuration is valid")
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Default for ServeArgs {
+    /// The documented defaults, as clap would give them with an empty environment.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            public_url: None,
+            rate: 16_000,
+            agent: "echo".to_owned(),
+            agent_rate: None,
+            greeting: None,
+            greeting_language: None,
+            greeting_style: None,
+            max_calls: 1_000,
+            lead_ms: 60,
+            vad_mode: 2,
+            onset_ms: 60,
+            hangover_ms: 500,
+            preroll_ms: 240,
+            no_barge_in: false,
+            barge_in_ms: 80,
+            echo_margin_db: 6.0,
+            forward_all: false,
+            on_disconnect: OnDisconnect::Apology,
+            connect_timeout_ms: 5_000,
+            drain_timeout_s: 30,
+            signature_secret: None,
+            require_signed_webhooks: false,
+            application_id: None,
+            private_key: None,
+            api_url: "https://api.nexmo.com".to_owned(),
+            log_format: LogFormat::Text,
+            redis_url: None,
+        }
+    }
+}
+
+/// Checks a public base URL and drops a trailing slash.
+fn normalise_public_url(u: &str) -> Result<String, ServerConfigError> {
+    let bad = || ServerConfigError::PublicUrl(u.to_owned());
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || !host.bytes().all(is_host_byte) || rest.contains(['?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok(u.trim_end_matches('/').to_owned())
+}
+
+/// Bytes allowed in a host[:port] taken from configuration or request headers.
+pub(crate) fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let c = ServerConfig::new();
+        assert_eq!(c.rate, SampleRate::Hz16000);
+        assert_eq!(c.agent, AgentKind::Echo);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.max_calls, 1_000);
+        assert_eq!(
+            normalise_public_url("https://a.example.com/").unwrap(),
+            "https://a.example.com"
+        );
+        assert!(normalise_public_url("ftp://x").is_err());
+        assert!(normalise_public_url("https://").is_err());
+        assert!(normalise_public_url("https://a b").is_err());
+    }
+}

@@ -1,0 +1,476 @@
+//! The media WebSocket loop: one task per call owns that call's [`Session`] (no mutex) and
+//! drives it in real time.
+//!
+//! 1. Wait for `websocket:connected` (with a deadline). Binary frames before it are tolerated and
+//!    processed at the NCCO's rate (vonage-protocol.md §1.3).
+//! 2. Spawn the agent's task ([`Agent::start`](crate::agent::Agent::start)) with its
+//!    [`AgentIo`].
+//! 3. Loop: drain the session (frames due → binary messages, each followed by its commands:
+//!    `clear`, `notify`; events → metrics and the agent), then wait for whichever comes first:
+//!    a WebSocket message, the pacing deadline ([`Session::poll_timeout`], only while audio is
+//!    waiting), the agent's "I wrote audio" ping, the call's end signal, or the agent's task
+//!    ending.
+//! 4. On every exit path: tell the agent ([`AgentEvent::Ended`] has a reserved queue slot),
+//!    close the socket if we are the ones ending the call, flush metrics, give the agent a short
+//!    grace period, and release the call's slot (the [`SocketGuard`] does that in `Drop`).
+//!
+//! Pacing is the session's schedule against the monotonic clock, never `sleep(20 ms)` in a loop;
+//! this task only sleeps until the instant the session names.
+//!
+//! Real-time: after set-up, the per-frame path (receive, `handle_caller_frame`, `poll_transmit`,
+//! send) allocates nothing in this module: outbound frames and `notify` commands are written into
+//! one [`BytesMut`] arena whose memory is reclaimed once the previous frames were sent, events
+//! are `Copy`, the timer is one reused `Sleep`. What the WebSocket library allocates per message
+//! is measured in `tests/server_alloc.rs`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::{Bytes, BytesMut};
+use serde_json::Map;
+use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
+
+use super::metrics::{CallMetrics, RejectLabel};
+use super::state::{AppState, SocketGuard};
+use crate::agent::{AgentEvent, AgentIo, CallHandle, CallInfo, EndReason};
+use crate::core::session::TextRejected;
+use crate::core::{Command, Event, Session};
+use crate::vonage::media_protocol::{self, CLEAR_COMMAND};
+
+/// Size of the outbound arena; frames are at most 960 bytes, so this holds ~68 unsent frames
+/// before it has to look for reclaimed memory.
+const ARENA_BYTES: usize = 64 * 1024;
+/// A send that takes longer than this means Vonage stopped reading: the call is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the agent may take to return after the call ended before it is aborted.
+const AGENT_GRACE: Duration = Duration::from_secs(2);
+/// Shared counters are updated this often (and at the end of the call).
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Warnings about bad input logged per call; the rest are only counted.
+const MAX_WARNINGS: u32 = 5;
+
+/// The shell's one clock. `tokio::time::Instant` so paused-time tests drive the session too.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Serves one media socket until the call ends. Never panics on network input.
+pub async fn run(ws: WebSocket, guard: SocketGuard, st: AppState) {
+    let span = tracing::info_span!("call", call_id = %guard.id());
+    serve(ws, guard, st).instrument(span).await;
+}
+
+async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
+    let cfg = st.config();
+    let agent = st.agent().clone();
+    let entry = guard.entry().clone();
+    let call_rate = entry.rate;
+    let agent_rate = cfg
+        .agent_rate
+        .unwrap_or_else(|| agent.agent_rate(call_rate));
+    let mut sc = cfg.session;
+    sc.call_rate = call_rate;
+    sc.agent_rate = agent_rate;
+    sc.forward = cfg.forward.unwrap_or_else(|| agent.forward());
+    let (mut session, link) = match Session::new(sc) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the call's session");
+            close(&mut ws, 1011, "internal error").await;
+            return;
+        }
+    };
+    tracing::info!(
+        rate = call_rate.hz(),
+        agent_rate = agent_rate.hz(),
+        "media socket open"
+    );
+
+    // 1. websocket:connected
+    let headers = match wait_connected(&mut ws, &mut session, &st, cfg.connect_timeout).await {
+        Ok(h) => h,
+        Err(()) => {
+            CallMetrics::default().flush(st.metrics(), session.stats());
+            return;
+        }
+    };
+
+    // 2. the agent
+    let (ev_tx, ev_rx) = mpsc::channel(cfg.agent_event_queue.max(2));
+    // `Ended` always reaches the agent, however far behind it is.
+    let end_permit = ev_tx.clone().try_reserve_owned().ok();
+    let wake = Arc::new(Notify::new());
+    let flush = Arc::new(Notify::new());
+    let handle = CallHandle::new(guard.id().clone(), st.control().clone());
+    let io = AgentIo::new(link, ev_rx, wake.clone(), flush.clone(), handle);
+    let mut info = CallInfo::new(guard.id().clone(), call_rate, agent_rate);
+    info.from = entry.from.clone().or_else(|| {
+        headers
+            .get("from")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    });
+    info.to = entry.to.clone().or_else(|| {
+        headers
+            .get("to")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    });
+    info.conversation_uuid = entry.conversation_uuid.clone();
+    info.headers = headers;
+    let mut agent_task = tokio::spawn(agent.start(info, io).instrument(tracing::Span::current()));
+    // Audio that arrived before `connected` is waiting in the ring.
+    wake.notify_one();
+
+    // 3. the loop
+    let mut d = Driver {
+        session,
+        arena: BytesMut::with_capacity(ARENA_BYTES),
+        frame: [0u8; crate::core::audio::MAX_CALL_FRAME_BYTES],
+        ev_tx,
+        wake: wake.clone(),
+        st: st.clone(),
+        call_metrics: CallMetrics::default(),
+        warnings: 0,
+    };
+    let mut agent_running = true;
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut next_flush = now() + FLUSH_EVERY;
+    let reason = loop {
+        if let Err(r) = d.drain(&mut ws).await {
+            break r;
+        }
+        let t = now();
+        if t >= next_flush {
+            d.call_metrics.flush(st.metrics(), d.session.stats());
+            next_flush = t + FLUSH_EVERY;
+        }
+        // Sleep only while audio waits for its slot; a deadline already past with audio waiting
+        // means the chunker lacks a full frame, so wait for the agent instead of spinning.
+        let deadline = if d.session.has_outbound() {
+            d.session.poll_timeout().filter(|&due| due > t)
+        } else {
+            None
+        };
+        if let Some(due) = deadline {
+            sleep.as_mut().reset(due.into());
+        }
+        tokio::select! {
+            biased;
+            _ = guard.end_signal().changed() => {
+                break guard.end_signal().borrow().unwrap_or(EndReason::CallCompleted);
+            }
+            msg = ws.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => d.on_frame(&b),
+                Some(Ok(Message::Text(t))) => d.on_text(t.as_str()),
+                Some(Ok(Message::Close(c))) => {
+                    tracing::debug!(code = c.as_ref().map(|c| c.code), "Vonage closed the socket");
+                    break EndReason::SocketClosed;
+                }
+                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(e)) => {
+                    st.metrics().socket_errors.inc();
+                    tracing::warn!(error = %e, "media socket error");
+                    break EndReason::SocketError;
+                }
+                None => break EndReason::SocketClosed,
+            },
+            () = &mut sleep, if deadline.is_some() => {
+                if let Some(due) = deadline {
+                    st.metrics().observe_lateness(now().saturating_duration_since(due));
+                }
+            }
+            () = flush.notified() => {}
+            res = &mut agent_task, if agent_running => {
+                agent_running = false;
+                match res {
+                    Ok(Ok(())) => tracing::debug!("agent finished; the call stays up"),
+                    Ok(Err(e)) => {
+                        st.metrics().agent_errors.inc();
+                        tracing::error!(error = %e, "agent failed; ending the call");
+                        break EndReason::AgentFailed;
+                    }
+                    Err(e) => {
+                        st.metrics().agent_errors.inc();
+                        tracing::error!(error = %e, "agent task panicked; ending the call");
+                        break EndReason::AgentFailed;
+                    }
+                }
+            }
+        }
+    };
+
+    // 4. teardown, on every path
+    if let Some(p) = end_permit {
+        p.send(AgentEvent::Ended(reason));
+    }
+    match reason {
+        EndReason::SocketClosed | EndReason::SocketError => {}
+        EndReason::AgentFailed => close(&mut ws, 1011, "agent failed").await,
+        _ => close(&mut ws, 1000, reason.as_str()).await,
+    }
+    let Driver {
+        session,
+        mut call_metrics,
+        ev_tx,
+        ..
+    } = d;
+    call_metrics.flush(st.metrics(), session.stats());
+    let s = *session.stats();
+    drop(ev_tx);
+    drop(session);
+    wake.notify_one();
+    if agent_running {
+        match tokio::time::timeout(AGENT_GRACE, &mut agent_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                st.metrics().agent_errors.inc();
+                tracing::warn!(error = %e, "agent ended with an error");
+            }
+            Ok(Err(e)) => {
+                st.metrics().agent_errors.inc();
+                tracing::warn!(error = %e, "agent task panicked");
+            }
+            Err(_) => {
+                tracing::warn!("agent did not stop within {AGENT_GRACE:?}; aborting it");
+                agent_task.abort();
+            }
+        }
+    }
+    tracing::info!(
+        reason = reason.as_str(),
+        frames_in = s.frames_in,
+        frames_out = s.frames_out,
+        frames_invalid = s.frames_invalid,
+        barge_ins = s.barge_ins,
+        underruns = s.underruns,
+        "call ended"
+    );
+    drop(guard);
+}
+
+/// Waits for `websocket:connected`; returns its custom headers. Binary frames before it are
+/// processed at the NCCO's rate; if the deadline passes after audio did arrive, the call goes on
+/// without the headers. `Err` means the call is over (already closed and counted).
+async fn wait_connected(
+    ws: &mut WebSocket,
+    session: &mut Session,
+    st: &AppState,
+    timeout: Duration,
+) -> Result<Map<String, serde_json::Value>, ()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut early_frames = 0u32;
+    loop {
+        tokio::select! {
+            msg = ws.recv() => match msg {
+                Some(Ok(Message::Text(t))) => match session.handle_text(now(), t.as_str()) {
+                    Ok(()) if session.is_connected() => {
+                        if early_frames > 0 {
+                            tracing::info!(early_frames, "binary frames arrived before websocket:connected");
+                        }
+                        return Ok(media_protocol::connected_headers(t.as_str()).unwrap_or_default());
+                    }
+                    Ok(()) => {}
+                    Err(TextRejected::RateMismatch { expected, actual }) => {
+                        st.metrics().reject(RejectLabel::rate_mismatch);
+                        tracing::warn!(expected, actual, "websocket:connected disagrees with the NCCO rate");
+                        close(ws, 1003, "content-type does not match the NCCO").await;
+                        return Err(());
+                    }
+                    Err(e) => tracing::debug!(error = %e, "text message before websocket:connected ignored"),
+                },
+                Some(Ok(Message::Binary(b))) => {
+                    early_frames += 1;
+                    let _ = session.handle_caller_frame(now(), &b);
+                }
+                Some(Ok(Message::Close(_))) | None => {
+                    tracing::info!("socket closed before websocket:connected");
+                    return Err(());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    st.metrics().socket_errors.inc();
+                    tracing::warn!(error = %e, "media socket error before websocket:connected");
+                    return Err(());
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                if early_frames > 0 {
+                    tracing::warn!(early_frames, "no websocket:connected; going on at the NCCO rate");
+                    return Ok(Map::new());
+                }
+                st.metrics().reject(RejectLabel::connect_timeout);
+                tracing::warn!("no websocket:connected within {timeout:?}; closing");
+                close(ws, 1008, "no websocket:connected").await;
+                return Err(());
+            }
+        }
+    }
+}
+
+/// Sends a close frame, bounded in time; errors are irrelevant at this point.
+async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// The per-call state of the loop besides the socket.
+struct Driver {
+    session: Session,
+    /// Outbound frames and `notify` commands are written here and split off as `Bytes`.
+    arena: BytesMut,
+    frame: [u8; crate::core::audio::MAX_CALL_FRAME_BYTES],
+    ev_tx: mpsc::Sender<AgentEvent>,
+    wake: Arc<Notify>,
+    st: AppState,
+    call_metrics: CallMetrics,
+    warnings: u32,
+}
+
+impl Driver {
+    /// One caller frame.
+    fn on_frame(&mut self, bytes: &[u8]) {
+        let t0 = now();
+        let before = self.session.agent_stream_pos();
+        if let Err(e) = self.session.handle_caller_frame(t0, bytes)
+            && self.warnings < MAX_WARNINGS
+        {
+            self.warnings += 1;
+            tracing::warn!(error = %e, "bad caller frame dropped");
+        }
+        if self.session.agent_stream_pos() != before {
+            self.wake.notify_one();
+        }
+        self.st
+            .metrics()
+            .observe_frame(now().saturating_duration_since(t0));
+    }
+
+    /// One text message after `connected`.
+    fn on_text(&mut self, text: &str) {
+        if let Err(e) = self.session.handle_text(now(), text)
+            && self.warnings < MAX_WARNINGS
+        {
+            self.warnings += 1;
+            tracing::warn!(error = %e, "text message dropped");
+        }
+    }
+
+    /// Sends every frame that is due (each followed by its commands), then hands events out.
+    async fn drain(&mut self, ws: &mut WebSocket) -> Result<(), EndReason> {
+        let t = now();
+        let mut sent = false;
+        loop {
+            self.send_commands(ws).await?;
+            let Some(n) = self.session.poll_transmit(t, &mut self.frame) else {
+                break;
+            };
+            let bytes = self.stage(n);
+            send(ws, Message::Binary(bytes), &self.st).await?;
+            sent = true;
+        }
+        self.send_commands(ws).await?;
+        if sent {
+            // Outbound room freed up.
+            self.wake.notify_one();
+        }
+        while let Some(ev) = self.session.poll_event() {
+            self.on_event(ev);
+        }
+        Ok(())
+    }
+
+    /// Copies `self.frame[..n]` into the arena and splits it off. Allocation-free once the
+    /// arena's earlier frames were sent and dropped (`reserve` then reclaims the buffer).
+    fn stage(&mut self, n: usize) -> Bytes {
+        self.arena.reserve(n);
+        self.arena.extend_from_slice(&self.frame[..n]);
+        self.arena.split().freeze()
+    }
+
+    async fn send_commands(&mut self, ws: &mut WebSocket) -> Result<(), EndReason> {
+        while let Some(cmd) = self.session.poll_command() {
+            let msg = match cmd {
+                Command::ClearPlayback => Message::Text(Utf8Bytes::from_static(CLEAR_COMMAND)),
+                Command::Notify { turn, frame, mark } => {
+                    let Some(n) = media_protocol::encode_notify(turn, frame, mark, &mut self.frame)
+                    else {
+                        continue;
+                    };
+                    let bytes = self.stage(n);
+                    // encode_notify writes ASCII JSON, so this cannot fail; skip it if it did.
+                    let Ok(text) = Utf8Bytes::try_from(bytes) else {
+                        continue;
+                    };
+                    Message::Text(text)
+                }
+            };
+            send(ws, msg, &self.st).await?;
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let out = match ev {
+            Event::SpeechStarted { stream_pos, .. } => AgentEvent::SpeechStarted { stream_pos },
+            Event::SpeechEnded {
+                duration,
+                stream_pos,
+                ..
+            } => AgentEvent::SpeechEnded {
+                duration,
+                stream_pos,
+            },
+            Event::BargeIn(b) => {
+                tracing::info!(
+                    turn = b.turn.0,
+                    heard_ms = b.heard.as_millis() as u64,
+                    "barge-in"
+                );
+                AgentEvent::BargeIn(b)
+            }
+            Event::Dtmf {
+                digit, duration, ..
+            } => AgentEvent::Dtmf { digit, duration },
+            Event::PlayoutReached {
+                turn,
+                heard,
+                complete,
+            } => AgentEvent::Playout {
+                turn,
+                heard,
+                complete,
+            },
+            Event::MarkReached { id } => AgentEvent::MarkReached { id },
+            _ => return,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.ev_tx.try_send(out) {
+            // A slow agent loses events, never the audio path's time.
+            self.st.metrics().agent_events_dropped.inc();
+        }
+    }
+}
+
+/// Sends one message, bounded in time: a peer that stops reading ends the call.
+async fn send(ws: &mut WebSocket, msg: Message, st: &AppState) -> Result<(), EndReason> {
+    match tokio::time::timeout(SEND_TIMEOUT, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            st.metrics().socket_errors.inc();
+            tracing::warn!(error = %e, "media socket send failed");
+            Err(EndReason::SocketError)
+        }
+        Err(_) => {
+            st.metrics().socket_errors.inc();
+            tracing::warn!("media socket send timed out");
+            Err(EndReason::SocketError)
+        }
+    }
+}

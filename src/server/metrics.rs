@@ -1,0 +1,363 @@
+//! Prometheus metrics, all named `voicegate_*`, served as text on `GET /metrics`.
+//!
+//! Per-call counters live in the session's plain [`Stats`](crate::core::stats::Stats); the
+//! media task adds their deltas to the shared counters here every second and when the call ends
+//! ([`CallMetrics::flush`]), so the per-frame path touches no shared counter. The two per-frame
+//! histograms are observed directly (a short uncontended lock inside prometheus-client, no
+//! allocation).
+//!
+//! Not real-time, except [`Metrics::observe_frame`] and [`Metrics::observe_lateness`], which
+//! allocate nothing.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::core::stats::Stats;
+use crate::vonage::webhooks::CallStatus;
+
+/// Content type of `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label of `voicegate_webhook_events_total`: a bounded set, so hostile input cannot grow it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types, missing_docs)]
+pub enum EventLabel {
+    started,
+    ringing,
+    answered,
+    busy,
+    cancelled,
+    unanswered,
+    disconnected,
+    rejected,
+    failed,
+    human,
+    machine,
+    timeout,
+    completed,
+    transfer,
+    input,
+    record,
+    error,
+    other_status,
+    unknown,
+}
+
+impl EventLabel {
+    /// The label for a call status.
+    pub fn from_status(s: &CallStatus) -> Self {
+        match s {
+            CallStatus::Started => Self::started,
+            CallStatus::Ringing => Self::ringing,
+            CallStatus::Answered => Self::answered,
+            CallStatus::Busy => Self::busy,
+            CallStatus::Cancelled => Self::cancelled,
+            CallStatus::Unanswered => Self::unanswered,
+            CallStatus::Disconnected => Self::disconnected,
+            CallStatus::Rejected => Self::rejected,
+            CallStatus::Failed => Self::failed,
+            CallStatus::Human => Self::human,
+            CallStatus::Machine => Self::machine,
+            CallStatus::Timeout => Self::timeout,
+            CallStatus::Completed => Self::completed,
+            CallStatus::Transfer => Self::transfer,
+            CallStatus::Input => Self::input,
+            _ => Self::other_status,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    status: EventLabel,
+}
+
+/// Why a call (or a socket attempt) was refused.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types, missing_docs)]
+pub enum RejectLabel {
+    at_capacity,
+    shutting_down,
+    duplicate_socket,
+    bad_request,
+    connect_timeout,
+    rate_mismatch,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: RejectLabel,
+}
+
+/// Every metric the server exports. Cheap to clone (the metrics are `Arc`s inside).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// `voicegate_active_calls`: media sockets being served.
+    pub active_calls: Gauge,
+    /// `voicegate_calls_total`: media sockets accepted.
+    pub calls: Counter,
+    rejected: Family<RejectLabels, Counter>,
+    /// `voicegate_answers_total`: answer webhooks served.
+    pub answers: Counter,
+    /// `voicegate_frames_in_total`.
+    pub frames_in: Counter,
+    /// `voicegate_frames_out_total`.
+    pub frames_out: Counter,
+    /// `voicegate_frames_invalid_total`: caller frames of the wrong size, dropped.
+    pub frames_invalid: Counter,
+    /// `voicegate_frames_padded_total`.
+    pub frames_padded: Counter,
+    /// `voicegate_agent_samples_dropped_total`: caller samples dropped because the agent's
+    /// inbound ring was full (a slow agent).
+    pub agent_samples_dropped: Counter,
+    /// `voicegate_agent_samples_discarded_total`: agent samples of interrupted turns.
+    pub agent_samples_discarded: Counter,
+    /// `voicegate_agent_events_dropped_total`: events dropped because the agent's queue was full.
+    pub agent_events_dropped: Counter,
+    /// `voicegate_agent_errors_total`: agent tasks that ended with an error or panicked.
+    pub agent_errors: Counter,
+    /// `voicegate_barge_ins_total`.
+    pub barge_ins: Counter,
+    /// `voicegate_underruns_total`: the agent's audio ran dry mid-turn.
+    pub underruns: Counter,
+    /// `voicegate_dtmf_total`.
+    pub dtmf: Counter,
+    /// `voicegate_text_messages_invalid_total`: text messages that could not be parsed.
+    pub text_invalid: Counter,
+    /// `voicegate_text_messages_unknown_total`: text messages with an unknown event, ignored.
+    pub text_unknown: Counter,
+    /// `voicegate_socket_errors_total`: media socket read/write errors and send timeouts.
+    pub socket_errors: Counter,
+    /// `voicegate_webhook_errors_total`: webhook bodies that could not be parsed.
+    pub webhook_errors: Counter,
+    events: Family<EventLabels, Counter>,
+    /// `voicegate_frame_processing_seconds`: time to process one caller frame.
+    pub frame_processing: Histogram,
+    /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
+    pub pacing_lateness: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("voicegate");
+        let m = Self {
+            registry: Arc::new(Registry::default()),
+            active_calls: Gauge::default(),
+            calls: Counter::default(),
+            rejected: Family::default(),
+            answers: Counter::default(),
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            frames_invalid: Counter::default(),
+            frames_padded: Counter::default(),
+            agent_samples_dropped: Counter::default(),
+            agent_samples_discarded: Counter::default(),
+            agent_events_dropped: Counter::default(),
+            agent_errors: Counter::default(),
+            barge_ins: Counter::default(),
+            underruns: Counter::default(),
+            dtmf: Counter::default(),
+            text_invalid: Counter::default(),
+            text_unknown: Counter::default(),
+            socket_errors: Counter::default(),
+            webhook_errors: Counter::default(),
+            events: Family::default(),
+            // 10 µs .. ~20 ms
+            frame_processing: Histogram::new(exponential_buckets(10e-6, 2.0, 12)),
+            // 0.5 ms .. ~1 s
+            pacing_lateness: Histogram::new(exponential_buckets(0.5e-3, 2.0, 12)),
+        };
+        r.register(
+            "active_calls",
+            "Media sockets being served",
+            m.active_calls.clone(),
+        );
+        r.register("calls", "Media sockets accepted", m.calls.clone());
+        r.register(
+            "calls_rejected",
+            "Calls or sockets refused, by reason",
+            m.rejected.clone(),
+        );
+        r.register("answers", "Answer webhooks served", m.answers.clone());
+        r.register("frames_in", "Caller frames processed", m.frames_in.clone());
+        r.register("frames_out", "Frames sent to Vonage", m.frames_out.clone());
+        r.register(
+            "frames_invalid",
+            "Caller frames of the wrong size, dropped",
+            m.frames_invalid.clone(),
+        );
+        r.register(
+            "frames_padded",
+            "Outbound frames padded with silence at a turn's end",
+            m.frames_padded.clone(),
+        );
+        r.register(
+            "agent_samples_dropped",
+            "Caller samples dropped: agent ring full",
+            m.agent_samples_dropped.clone(),
+        );
+        r.register(
+            "agent_samples_discarded",
+            "Agent samples of interrupted turns, discarded",
+            m.agent_samples_discarded.clone(),
+        );
+        r.register(
+            "agent_events_dropped",
+            "Events dropped: agent queue full",
+            m.agent_events_dropped.clone(),
+        );
+        r.register(
+            "agent_errors",
+            "Agent tasks that failed or panicked",
+            m.agent_errors.clone(),
+        );
+        r.register(
+            "barge_ins",
+            "Barge-ins (caller talked over the bot)",
+            m.barge_ins.clone(),
+        );
+        r.register(
+            "underruns",
+            "Times the agent's audio ran dry mid-turn",
+            m.underruns.clone(),
+        );
+        r.register("dtmf", "DTMF key presses", m.dtmf.clone());
+        r.register(
+            "text_messages_invalid",
+            "Text messages from Vonage that did not parse",
+            m.text_invalid.clone(),
+        );
+        r.register(
+            "text_messages_unknown",
+            "Text messages from Vonage with an unknown event",
+            m.text_unknown.clone(),
+        );
+        r.register(
+            "socket_errors",
+            "Media socket errors",
+            m.socket_errors.clone(),
+        );
+        r.register(
+            "webhook_errors",
+            "Webhook bodies that could not be parsed",
+            m.webhook_errors.clone(),
+        );
+        r.register(
+            "webhook_events",
+            "Event webhooks, by status or kind",
+            m.events.clone(),
+        );
+        r.register(
+            "frame_processing_seconds",
+            "Time to process one caller frame",
+            m.frame_processing.clone(),
+        );
+        r.register(
+            "pacing_lateness_seconds",
+            "Lateness of the outbound pacing timer",
+            m.pacing_lateness.clone(),
+        );
+        Self {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    /// Counts one refused call or socket.
+    pub fn reject(&self, reason: RejectLabel) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Counts one event webhook.
+    pub fn webhook_event(&self, status: EventLabel) {
+        self.events.get_or_create(&EventLabels { status }).inc();
+    }
+
+    /// Records one caller frame's processing time. Allocation-free.
+    pub fn observe_frame(&self, d: Duration) {
+        self.frame_processing.observe(d.as_secs_f64());
+    }
+
+    /// Records how late the pacing timer fired. Allocation-free.
+    pub fn observe_lateness(&self, d: Duration) {
+        self.pacing_lateness.observe(d.as_secs_f64());
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; keep the scrape useful anyway.
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One call's view: the last [`Stats`] flushed, so only deltas are added.
+#[derive(Debug, Default)]
+pub struct CallMetrics {
+    last: Stats,
+}
+
+impl CallMetrics {
+    /// Adds what changed since the last flush to the shared counters.
+    pub fn flush(&mut self, m: &Metrics, now: &Stats) {
+        let d = |new: u64, old: u64| new.saturating_sub(old);
+        let l = &self.last;
+        m.frames_in.inc_by(d(now.frames_in, l.frames_in));
+        m.frames_out.inc_by(d(now.frames_out, l.frames_out));
+        m.frames_invalid
+            .inc_by(d(now.frames_invalid, l.frames_invalid));
+        m.frames_padded
+            .inc_by(d(now.frames_padded, l.frames_padded));
+        m.agent_samples_dropped
+            .inc_by(d(now.agent_samples_dropped, l.agent_samples_dropped));
+        m.agent_samples_discarded
+            .inc_by(d(now.samples_discarded, l.samples_discarded));
+        m.barge_ins.inc_by(d(now.barge_ins, l.barge_ins));
+        m.underruns.inc_by(d(now.underruns, l.underruns));
+        m.dtmf.inc_by(d(now.dtmf, l.dtmf));
+        m.text_invalid.inc_by(d(now.text_invalid, l.text_invalid));
+        m.text_unknown.inc_by(d(now.text_unknown, l.text_unknown));
+        m.agent_events_dropped
+            .inc_by(d(now.events_dropped, l.events_dropped));
+        self.last = *now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed() {
+        let m = Metrics::new();
+        m.active_calls.inc();
+        m.webhook_event(EventLabel::completed);
+        m.reject(RejectLabel::at_capacity);
+        let text = m.encode();
+        assert!(text.contains("voicegate_active_calls 1"), "{text}");
+        assert!(text.contains("voicegate_frames_in_total 0"));
+        assert!(text.contains(r#"voicegate_webhook_events_total{status="completed"} 1"#));
+        assert!(text.contains(r#"voicegate_calls_rejected_total{reason="at_capacity"} 1"#));
+        assert!(text.contains("voicegate_frame_processing_seconds_bucket"));
+        assert!(text.contains("voicegate_pacing_lateness_seconds_bucket"));
+    }
+}

@@ -1,0 +1,169 @@
+//! The bundled server: an axum shell around the core. Vonage webhooks, the media WebSocket
+//! (one task per call driving its [`Session`](crate::core::Session)), health and metrics.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET\|POST /answer` | answer webhook: returns the NCCO (greeting, then `connect` to our socket) |
+//! | `GET\|POST /events` | event webhook: statuses end calls; `disconnected` gets `--on-disconnect` |
+//! | `GET\|POST /fallback` | fallback answer URL: handled as an answer or an event |
+//! | `GET /voice-stream/{call_id}` | the media WebSocket |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 when draining or full) |
+//! | `GET /metrics` | Prometheus text, `voicegate_*` |
+//!
+//! [`app`] builds the router from an [`AppState`] (tests call it directly); [`serve`] runs it on
+//! a listener until a shutdown future completes, then drains; [`run`] is `voicegate serve`.
+//!
+//! Not real-time, except [`media`], whose per-frame path is.
+
+pub mod config;
+pub mod error;
+pub mod media;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+pub use self::config::{ServeArgs, ServerConfig};
+pub use self::error::ServerError;
+pub use self::state::AppState;
+use crate::agent::echo::EchoAgent;
+use crate::agent::{Agent, EndReason};
+use crate::vonage::webhooks::MAX_WEBHOOK_BODY;
+use config::AgentKind;
+
+/// The router with every route, over `state`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/answer", get(routes::answer).post(routes::answer))
+        .route("/events", get(routes::events).post(routes::events))
+        .route("/fallback", get(routes::fallback).post(routes::fallback))
+        .route("/voice-stream/{call_id}", get(routes::voice_stream))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        // One layer: webhook bodies are refused beyond 64 KiB before any handler reads them.
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
+        .with_state(state)
+}
+
+/// The agent named by the configuration.
+pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
+    match &config.agent {
+        AgentKind::Echo => Ok(Arc::new(EchoAgent::default())),
+        AgentKind::Bridge(url) => Err(ServerError::AgentUnavailable(url.clone())),
+        AgentKind::OpenAiRealtime => {
+            Err(ServerError::AgentUnavailable("openai-realtime".to_owned()))
+        }
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes; then stops taking calls, lets active
+/// calls finish for up to the configured drain timeout, ends the rest, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_state = state.clone();
+    let drain = async move {
+        shutdown.await;
+        tracing::info!(
+            active = drain_state.active_calls(),
+            "shutting down: no new calls"
+        );
+        drain_state.begin_drain();
+        let deadline = tokio::time::Instant::now() + drain_state.config().drain_timeout;
+        while drain_state.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let n = drain_state.end_all(EndReason::Shutdown);
+        if n > 0 {
+            tracing::warn!(calls = n, "drain timeout: ending the remaining calls");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while drain_state.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop_tx.send(());
+    };
+    tokio::spawn(drain);
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// `voicegate serve`: binds, prints `listening on http://ADDR`, serves until SIGINT or SIGTERM.
+pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let agent = agent_for(&config)?;
+    if config.signature_secret.is_none() {
+        tracing::warn!(
+            "no signature secret: webhooks are NOT verified. Set --signature-secret \
+             (VONAGE_SIGNATURE_SECRET) in production"
+        );
+    }
+    let addr = config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    print_setup_hint(&config, local);
+    let state = AppState::new(config, agent);
+    serve(listener, state, shutdown_signal()).await
+}
+
+fn print_setup_hint(config: &ServerConfig, local: std::net::SocketAddr) {
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| "https://YOUR-TUNNEL-HOST".to_owned());
+    println!(
+        "agent: {:?}, call rate: {} Hz",
+        config.agent,
+        config.rate.hz()
+    );
+    println!(
+        "To take calls, expose this server over HTTPS (e.g. `cloudflared tunnel --url http://{local}`)"
+    );
+    println!("and set your Vonage application's Voice webhooks to:");
+    println!("  Answer URL:   GET  {base}/answer");
+    println!("  Event URL:    POST {base}/events");
+    println!("  Fallback URL: GET  {base}/fallback");
+    println!("then call the number linked to the application.");
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

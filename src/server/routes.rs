@@ -1,0 +1,373 @@
+//! HTTP handlers: the answer, event and fallback webhooks, the media socket upgrade, health,
+//! readiness and metrics.
+//!
+//! Webhooks answer from local state only and at once (Vonage gives them a few seconds and
+//! retries): no handler waits on an agent.
+//!
+//! Not real-time.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use super::config::{OnDisconnect, is_host_byte};
+use super::error::ServerError;
+use super::media;
+use super::metrics::{self, EventLabel};
+use super::state::{AppState, CallEntry};
+use crate::agent::{CallId, EndReason};
+use crate::vonage::ncco::{Action, Connect, Endpoint, EventType, Ncco, Talk, WebsocketEndpoint};
+use crate::vonage::webhooks::{AnswerWebhook, CallEvent, CallStatus, WebhookEvent, parse_event};
+
+/// What callers hear when every agent is busy (vonage-protocol.md §3.3).
+pub const BUSY_TEXT: &str = "Sorry, all agents are busy. Please call again later.";
+/// What callers hear when the media socket failed and `--on-disconnect apology` is set.
+pub const APOLOGY_TEXT: &str =
+    "Sorry, we are having technical difficulties. Please call again later.";
+
+type QueryPairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+/// `GET|POST /answer`: the NCCO for a new call (§3).
+pub async fn answer(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+    body: Bytes,
+) -> Response {
+    match answer_ncco(&st, &headers, query, &body) {
+        Ok(ncco) => Json(ncco).into_response(),
+        Err(e) => {
+            st.metrics().webhook_errors.inc();
+            e.into_response()
+        }
+    }
+}
+
+fn answer_ncco(
+    st: &AppState,
+    headers: &HeaderMap,
+    query: QueryPairs,
+    body: &[u8],
+) -> Result<Ncco, ServerError> {
+    let hook = if body.iter().all(u8::is_ascii_whitespace) {
+        let Query(pairs) =
+            query.map_err(|_| ServerError::BadRequest("query string is not valid form data"))?;
+        AnswerWebhook::from_query_pairs(pairs)?
+    } else {
+        AnswerWebhook::from_json(body)?
+    };
+    build_answer(st, headers, &hook)
+}
+
+/// Builds the answer NCCO for `hook` and registers the call.
+fn build_answer(
+    st: &AppState,
+    headers: &HeaderMap,
+    hook: &AnswerWebhook,
+) -> Result<Ncco, ServerError> {
+    let id = CallId::parse(&hook.uuid)?;
+    let cfg = st.config();
+    let m = st.metrics();
+    if st.is_draining() || st.is_full() {
+        m.reject(if st.is_draining() {
+            metrics::RejectLabel::shutting_down
+        } else {
+            metrics::RejectLabel::at_capacity
+        });
+        tracing::warn!(call_id = %id, "refusing call: {}", if st.is_draining() { "shutting down" } else { "at capacity" });
+        return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
+    }
+    let base = public_base(st, headers)?;
+    let ws_uri = format!("{}/voice-stream/{id}", ws_base(&base));
+    let event_url = format!("{base}/events");
+    let mut endpoint =
+        WebsocketEndpoint::new(ws_uri.clone(), cfg.rate.hz()).header("call_uuid", id.as_str());
+    if let Some(from) = hook.from.as_ref().or(hook.from_user.as_ref()) {
+        endpoint = endpoint.header("from", from.as_str());
+    }
+    if let Some(to) = &hook.to {
+        endpoint = endpoint.header("to", to.as_str());
+    }
+    let mut entry = CallEntry::new(
+        cfg.rate,
+        ws_uri,
+        endpoint.headers.clone(),
+        event_url.clone(),
+    );
+    entry.from = hook.from.clone().or_else(|| hook.from_user.clone());
+    entry.to = hook.to.clone();
+    entry.conversation_uuid = Some(hook.conversation_uuid.clone());
+    if let Err(e) = st.register_call(id.clone(), entry) {
+        m.reject(metrics::RejectLabel::at_capacity);
+        tracing::warn!(call_id = %id, error = %e, "refusing call");
+        return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
+    }
+    let mut actions = Vec::with_capacity(2);
+    if let Some(g) = &cfg.greeting {
+        let mut talk = Talk::new(g.text.clone());
+        talk.language = g.language.clone();
+        talk.style = g.style;
+        actions.push(talk.into());
+    }
+    actions.push(connect_action(
+        Endpoint::Websocket(endpoint),
+        &event_url,
+        hook.to.as_deref(),
+    ));
+    m.answers.inc();
+    tracing::info!(call_id = %id, from = hook.from.as_deref().unwrap_or("-"), to = hook.to.as_deref().unwrap_or("-"), "answered");
+    Ok(Ncco(actions))
+}
+
+fn connect_action(endpoint: Endpoint, event_url: &str, from: Option<&str>) -> Action {
+    let mut c = Connect::new(endpoint)
+        .event_type(EventType::Synchronous)
+        .event_url(event_url);
+    // Vonage's SDK refuses a connect without `from` (§2.9): the number that was called.
+    if let Some(from) = from {
+        c = c.from(from);
+    }
+    c.into()
+}
+
+/// The public base URL (`http(s)://host[/prefix]`): configured, or derived from the request.
+fn public_base(st: &AppState, headers: &HeaderMap) -> Result<String, ServerError> {
+    if let Some(u) = &st.config().public_url {
+        return Ok(u.clone());
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.split(',').next())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let proto = match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") || p.eq_ignore_ascii_case("wss") => "https",
+        _ => "http",
+    };
+    let host = first("x-forwarded-host")
+        .or_else(|| first("host"))
+        .ok_or(ServerError::NoHost)?;
+    if host.len() > 255 || !host.bytes().all(is_host_byte) {
+        return Err(ServerError::NoHost);
+    }
+    Ok(format!("{proto}://{host}"))
+}
+
+/// `https://` → `wss://`, `http://` → `ws://`.
+fn ws_base(http_base: &str) -> String {
+    if let Some(rest) = http_base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = http_base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        http_base.to_owned()
+    }
+}
+
+/// `GET|POST /events`: call status and other events (§4). Answers at once.
+pub async fn events(State(st): State<AppState>, query: QueryPairs, body: Bytes) -> Response {
+    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+        match query {
+            Ok(Query(pairs)) if !pairs.is_empty() => {
+                let obj: Map<String, Value> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                parse_event(&serde_json::to_vec(&obj).unwrap_or_default())
+            }
+            _ => parse_event(b""),
+        }
+    } else {
+        parse_event(&body)
+    };
+    match parsed {
+        Ok(ev) => handle_event(&st, ev),
+        Err(e) => {
+            st.metrics().webhook_errors.inc();
+            ServerError::from(e).into_response()
+        }
+    }
+}
+
+fn handle_event(st: &AppState, ev: WebhookEvent) -> Response {
+    let m = st.metrics();
+    match ev {
+        WebhookEvent::Status(ev) => {
+            m.webhook_event(EventLabel::from_status(&ev.status));
+            status_event(st, &ev)
+        }
+        WebhookEvent::Input(_) => {
+            m.webhook_event(EventLabel::input);
+            StatusCode::OK.into_response()
+        }
+        WebhookEvent::Record(_) => {
+            m.webhook_event(EventLabel::record);
+            StatusCode::OK.into_response()
+        }
+        WebhookEvent::Transfer(_) => {
+            m.webhook_event(EventLabel::transfer);
+            StatusCode::OK.into_response()
+        }
+        WebhookEvent::Error(e) => {
+            m.webhook_event(EventLabel::error);
+            tracing::warn!(reason = %e.reason, "Vonage reported an error");
+            StatusCode::OK.into_response()
+        }
+        // Unknown kinds are counted and acknowledged without content (never a 500).
+        _ => {
+            m.webhook_event(EventLabel::unknown);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+/// Our call id for a status event: the websocket leg carries it in its echoed `headers`
+/// (`call_uuid`) or in its `to` URI; the caller leg's `uuid` is the call id itself.
+fn our_call_id(ev: &CallEvent) -> (Option<CallId>, bool) {
+    let from_headers = ev
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("call_uuid"))
+        .and_then(Value::as_str);
+    let from_uri = ev
+        .to
+        .as_deref()
+        .and_then(|to| to.split_once("/voice-stream/"))
+        .map(|(_, rest)| rest.split(['?', '#', '/']).next().unwrap_or(""));
+    if let Some(id) = from_headers
+        .or(from_uri)
+        .and_then(|s| CallId::parse(s).ok())
+    {
+        return (Some(id), true);
+    }
+    (ev.call_id().and_then(|s| CallId::parse(s).ok()), false)
+}
+
+fn status_event(st: &AppState, ev: &CallEvent) -> Response {
+    let (id, ws_leg) = our_call_id(ev);
+    let label = id.as_ref().map_or("-", CallId::as_str);
+    tracing::info!(
+        call_id = label,
+        status = ev.status.as_str(),
+        ws_leg,
+        "call event"
+    );
+    let Some(id) = id else {
+        return StatusCode::OK.into_response();
+    };
+    if ev.status.is_terminal() {
+        st.end_call(&id, EndReason::CallCompleted);
+        return StatusCode::OK.into_response();
+    }
+    if ev.status == CallStatus::Disconnected
+        && ws_leg
+        && let Some(ncco) = disconnected_ncco(st, &id)
+    {
+        return Json(ncco).into_response();
+    }
+    StatusCode::OK.into_response()
+}
+
+/// The NCCO answering `disconnected` for our socket (§1.8), by `--on-disconnect`.
+fn disconnected_ncco(st: &AppState, id: &CallId) -> Option<Ncco> {
+    if st.is_ended(id) {
+        // The call is over on purpose; let it end.
+        return None;
+    }
+    let cfg = st.config();
+    let apology = || Some(Ncco(vec![Action::talk(APOLOGY_TEXT)]));
+    match cfg.on_disconnect {
+        OnDisconnect::Nothing => None,
+        OnDisconnect::Apology => apology(),
+        OnDisconnect::Reconnect => {
+            let Some(entry) = st.call(id).filter(|e| !e.ws_uri.is_empty()) else {
+                return apology();
+            };
+            if st.is_draining() || st.note_reconnect(id).is_none_or(|n| n > cfg.max_reconnects) {
+                return apology();
+            }
+            let mut endpoint = WebsocketEndpoint::new(entry.ws_uri.clone(), entry.rate.hz());
+            endpoint.headers = entry.headers.clone();
+            tracing::info!(call_id = %id, "reconnecting the media socket");
+            Some(Ncco(vec![connect_action(
+                Endpoint::Websocket(endpoint),
+                &entry.event_url,
+                entry.to.as_deref(),
+            )]))
+        }
+    }
+}
+
+/// `GET|POST /fallback`: Vonage's `fallback_answer_url`, called when the answer or an event
+/// webhook failed (§3.4). An event body (it has a `status`) is handled as an event; anything
+/// else as an answer.
+pub async fn fallback(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+    body: Bytes,
+) -> Response {
+    let is_event = serde_json::from_slice::<Map<String, Value>>(&body).is_ok_and(|o| {
+        o.contains_key("status")
+            || o.get("original_request")
+                .and_then(|r| r.get("type"))
+                .and_then(Value::as_str)
+                == Some("event")
+    });
+    tracing::warn!(is_event, "fallback webhook");
+    if is_event {
+        events(State(st), query, body).await
+    } else {
+        answer(State(st), headers, query, body).await
+    }
+}
+
+/// `GET /voice-stream/{call_id}`: the media WebSocket. Refused before the upgrade when the id
+/// is bad (400), the server is full or draining (503), or the call already has a socket (409).
+pub async fn voice_stream(
+    State(st): State<AppState>,
+    Path(call_id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ServerError> {
+    let id = CallId::parse(&call_id)?;
+    let guard = st.attach_socket(id)?;
+    let max = st.config().max_message_bytes;
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(|e| tracing::warn!(error = %e, "media socket upgrade failed"))
+        .on_upgrade(move |socket| media::run(socket, guard, st)))
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 when new calls are accepted, 503 when draining or full.
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    if st.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if st.is_full() {
+        (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus/OpenMetrics text.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        st.metrics().encode(),
+    )
+        .into_response()
+}
