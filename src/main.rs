@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: webhooks, media WebSocket, metrics (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Play Vonage's side of one call against a running server.
     Simulate,
     /// Many simulated calls at once, with a report.
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         None => cli.serve,
-        Some(Command::Serve(a)) => a,
+        Some(Command::Serve(a)) => *a,
         Some(other) => {
             let name = format!("{other:?}").to_lowercase();
             eprintln!("voicegate {name}: not implemented yet");

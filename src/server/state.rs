@@ -255,27 +255,19 @@ impl AppState {
         })
     }
 
-    /// Ends a call: signals its media socket (if any) with `reason` and forgets it.
+    /// Ends a call: marks it over and signals its media socket (if any) with `reason`.
     /// Returns whether a live socket was signalled.
     pub fn end_call(&self, id: &CallId, reason: EndReason) -> bool {
         let mut calls = self.calls();
         let Some(entry) = calls.get_mut(id) else {
             return false;
         };
+        // The entry stays (pruned later) so a late `disconnected` knows the call is over.
         entry.ended = true;
-        match entry.socket.take() {
-            Some(tx) => {
-                let live = tx.send(Some(reason)).is_ok();
-                // Keep the entry until the socket's guard drops, so a late `disconnected` still
-                // finds it; the guard removes it.
-                entry.socket = Some(tx);
-                live
-            }
-            None => {
-                calls.remove(id);
-                false
-            }
-        }
+        entry
+            .socket
+            .as_ref()
+            .is_some_and(|tx| tx.send(Some(reason)).is_ok())
     }
 
     /// Whether the call was ended on purpose (terminal status, shutdown), so a `disconnected`
@@ -306,12 +298,9 @@ impl AppState {
     }
 
     fn release_socket(&self, id: &CallId) {
-        let mut calls = self.calls();
-        if let Some(e) = calls.get_mut(id) {
+        // The entry stays (without a socket) for late events; `register_call` prunes old ones.
+        if let Some(e) = self.calls().get_mut(id) {
             e.socket = None;
-            if e.ended {
-                calls.remove(id);
-            }
         }
     }
 }
