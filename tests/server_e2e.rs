@@ -582,3 +582,44 @@ async fn limits_and_bad_sockets() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_then_ends_calls() {
+    let mut cfg = config_at(SampleRate::Hz8000);
+    cfg.drain_timeout = Duration::from_millis(300);
+    let state = AppState::new(cfg, std::sync::Arc::new(EchoAgent::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(voicegate::server::serve(
+        listener,
+        state.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let mut leg = call(addr, "5eeeeeee-1111-2222-3333-444444444444").await;
+    leg.ws.send(Message::binary(vec![0u8; 320])).await.unwrap();
+    stop_tx.send(()).unwrap();
+    // Draining: new calls hear the busy message; the live call goes on until the drain timeout
+    // and is then closed normally.
+    let t0 = Instant::now();
+    let code = timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = leg.ws.next().await {
+            if let Message::Close(c) = m {
+                return c.map(|c| u16::from(c.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the call is ended after the drain timeout");
+    assert_eq!(code, Some(1000));
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns")
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.active_calls(), 0);
+}

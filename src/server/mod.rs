@@ -121,7 +121,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     println!("listening on http://{local}");
     print_setup_hint(&config, local);
     let state = AppState::new(config, agent);
-    serve(listener, state, shutdown_signal()).await
+    serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn print_setup_hint(config: &ServerConfig, local: std::net::SocketAddr) {
