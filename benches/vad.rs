@@ -67,7 +67,7 @@ fn vad_benches(c: &mut Criterion) {
     for (f, p) in features.iter().zip(&played) {
         let e = echo.push_reference(*p);
         if !is_caller_speech(f, e, 3.0, 6.0) && echo.is_reference_recent() {
-            echo.observe(f.level_dbfs);
+            echo.observe(f.level_dbfs, f.noise_floor_dbfs);
         }
         echoes.push(e);
     }
@@ -81,7 +81,10 @@ fn vad_benches(c: &mut Criterion) {
             i = (i + 1) % n;
             let e = echo.push_reference(black_box(played[i]));
             if !is_caller_speech(&features[i], e, 3.0, 6.0) && echo.is_reference_recent() {
-                echo.observe(black_box(features[i].level_dbfs));
+                echo.observe(
+                    black_box(features[i].level_dbfs),
+                    features[i].noise_floor_dbfs,
+                );
             }
             e
         })

@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 f.noise_floor_dbfs,
                 u8::from(f.voiced),
                 u8::from(s.last_frame_was_speech()),
-                u8::from(s.is_caller_speaking()),
+                u8::from(s.is_speech_now()),
                 s.echo_path()
                     .map(|p| (p.delay.as_millis(), p.gain_db as i32, p.spread_db as i32))
             );

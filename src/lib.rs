@@ -4,8 +4,9 @@
 
 pub mod agent;
 pub mod core;
+pub mod corpus;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod corpus;
 pub mod server;
+pub mod tools;
 pub mod vonage;

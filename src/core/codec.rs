@@ -60,7 +60,7 @@ impl std::error::Error for FrameError {}
 
 /// Checks that `bytes` is exactly one frame at `rate`, without reading it.
 pub fn check_frame(bytes: &[u8], rate: SampleRate) -> Result<(), FrameError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(FrameError::OddLength { len: bytes.len() });
     }
     if bytes.len() != rate.frame_bytes() {

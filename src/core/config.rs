@@ -38,7 +38,7 @@ impl Default for BargeInConfig {
         Self {
             enabled: true,
             min_speech: Duration::from_millis(80),
-            echo_margin_db: 6.0,
+            echo_margin_db: 4.0,
         }
     }
 }

@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use super::audio::{FRAME_MS, SILENCE_DBFS};
+use super::audio::{FRAME_MS, SILENCE_DBFS, dbfs_to_power, power_to_dbfs};
 
 /// Largest echo delay we model, in frames (400 ms: line + network + far-end buffering).
 pub const MAX_DELAY_FRAMES: usize = 20;
@@ -38,6 +38,11 @@ const ALPHA: f32 = 0.025;
 /// How fast the predicted tail decays after the reference stops, dB per frame
 /// (30 dB per 100 ms: the line's dispersion and a small room; the learned spread covers more).
 const TAIL_DECAY_DB: f32 = 6.0;
+
+/// How many standard deviations of the learned echo-to-reference ratio the prediction adds:
+/// the echo of one frame varies around the mean (dispersion, the line's nonlinearity, sampling
+/// the envelope at 20 ms), and an echo frame louder than predicted looks like the caller.
+const SPREAD_WEIGHT: f32 = 1.0;
 
 /// The learned echo path.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,8 +109,7 @@ impl EchoModel {
                 let peak = (lo..=hi)
                     .map(|k| self.ref_at(k))
                     .fold(SILENCE_DBFS, f32::max);
-                let spread = self.spread_db(d);
-                peak + self.mean[d] + spread
+                peak + self.mean[d] + SPREAD_WEIGHT * self.spread_db(d)
             }
             None => {
                 let peak = (0..=MAX_DELAY_FRAMES)
@@ -141,12 +145,20 @@ impl EchoModel {
 
     /// Learns from the current frame's inbound level. Call only for frames that are believed to
     /// hold no caller speech (echo and noise only), or the caller's voice would be learned as echo.
-    pub fn observe(&mut self, inbound_dbfs: f32) {
+    ///
+    /// `noise_floor_dbfs` is subtracted (in power) first: only the part of the frame above the
+    /// noise can be echo, and frames less than 3 dB above the floor say nothing about the echo.
+    pub fn observe(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
         // Once the path is known, a frame far louder than the echo it predicts is more likely the
         // caller than the echo: learning from it would teach the model to explain the caller away.
-        if self.best.is_some() && inbound_dbfs > self.last_prediction_db + 3.0 {
+        if self.best.is_some() && inbound_dbfs > self.last_prediction_db + 6.0 {
             return;
         }
+        if inbound_dbfs < noise_floor_dbfs + 3.0 {
+            return;
+        }
+        let inbound_dbfs =
+            power_to_dbfs(dbfs_to_power(inbound_dbfs) - dbfs_to_power(noise_floor_dbfs));
         let mut updated = false;
         for d in 0..=MAX_DELAY_FRAMES {
             let r = self.ref_at(d);
@@ -218,7 +230,7 @@ mod tests {
             } else {
                 -90.0
             };
-            m.observe(echo.max(-70.0));
+            m.observe(echo.max(-70.0), -90.0);
         }
         let p = m.path().unwrap();
         assert_eq!(p.delay, Duration::from_millis(120));

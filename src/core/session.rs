@@ -45,6 +45,10 @@ const EVENT_CAPACITY: usize = 64;
 const COMMAND_CAPACITY: usize = 64;
 /// Sent frames remembered for the echo reference (more than any sane lead).
 const PLAYOUT_LOG: usize = 64;
+/// Inside an utterance, a voiced frame this far above the noise floor continues it (dB).
+const CONTINUE_SNR_DB: f32 = 1.0;
+/// Inside an utterance, the margin over the predicted echo that continues it (dB).
+const CONTINUE_MARGIN_DB: f32 = 2.0;
 /// Frames of played audio that make the bot "playing" (200 ms).
 const BOT_PLAYING_FRAMES: usize = 10;
 /// How long to wait for `websocket:cleared` before sending audio again anyway (§1.6).
@@ -230,8 +234,15 @@ impl Session {
         &self.stats
     }
 
-    /// Whether the caller is speaking (the smoothed state).
+    /// Whether the caller's turn is open: between [`Event::SpeechStarted`] and
+    /// [`Event::SpeechEnded`] (speech plus its hangover).
     pub fn is_caller_speaking(&self) -> bool {
+        self.speech.is_in_utterance()
+    }
+
+    /// The smoothed frame-level speech state (what VAD scoring measures): speech, bridged over
+    /// gaps of up to 120 ms, without the end-of-turn hangover.
+    pub fn is_speech_now(&self) -> bool {
         self.speech.is_speaking()
     }
 
@@ -325,7 +336,7 @@ impl Session {
             self.config.bargein.echo_margin_db,
         );
         if !caller && self.echo.is_reference_recent() {
-            self.echo.observe(level);
+            self.echo.observe(level, features.noise_floor_dbfs);
         }
         self.last_features = features;
         self.last_echo_dbfs = echo_dbfs;
@@ -336,7 +347,12 @@ impl Session {
             .to_agent
             .process_frame(&self.frame[..n], &mut self.agent_frame);
 
-        let transition = self.speech.update(caller);
+        // Hysteresis: inside an utterance a weaker frame still continues it (word endings and
+        // fricatives sit close to the noise), so the end of turn is timed from the real end of
+        // speech rather than from the last loud syllable.
+        let continues = self.speech.is_in_utterance()
+            && is_caller_speech(&features, echo_dbfs, CONTINUE_SNR_DB, CONTINUE_MARGIN_DB);
+        let transition = self.speech.update(caller || continues);
         match transition {
             Some(SpeechTransition::Started { onset_frames_ago }) => {
                 let onset = now
@@ -373,7 +389,7 @@ impl Session {
                 });
             }
             None => {
-                if self.config.forward == Forward::All || self.speech.is_speaking() {
+                if self.config.forward == Forward::All || self.speech.is_in_utterance() {
                     self.push_agent_audio(m);
                 } else {
                     self.preroll.push(&self.agent_frame[..m]);
@@ -569,11 +585,11 @@ impl Session {
                 self.turn = turn;
                 self.frames_in_turn = 0;
                 self.turn_first_play = None;
-                if let Some(old) = self.discard_until_after {
-                    if turn > old {
-                        self.discard_until_after = None;
-                        return true;
-                    }
+                if let Some(old) = self.discard_until_after
+                    && turn > old
+                {
+                    self.discard_until_after = None;
+                    return true;
                 }
                 false
             }
@@ -755,7 +771,7 @@ impl Session {
         }
         if self.armed_turn != self.turn {
             self.armed_turn = self.turn;
-            if self.bargein.is_armed() || !self.speech.is_speaking() {
+            if self.bargein.is_armed() || !self.speech.is_in_utterance() {
                 self.bargein.rearm();
             } else {
                 self.rearm_after_utterance = true;
@@ -772,7 +788,7 @@ impl Session {
                 frame: self.frames_in_turn,
                 mark: 0,
             });
-        } else if every > 0 && !f.flush && self.frames_in_turn % every == 0 {
+        } else if every > 0 && !f.flush && self.frames_in_turn.is_multiple_of(every) {
             self.push_command(Command::Notify {
                 turn: self.turn,
                 frame: self.frames_in_turn,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use webrtc_vad::{SampleRate as VadRate, Vad, VadMode};
 
-use super::audio::{FRAME_MS, MAX_FRAME_SAMPLES, SampleRate};
+use super::audio::{FRAME_MS, MAX_FRAME_SAMPLES, SampleRate, dbfs_to_power, power_to_dbfs};
 use super::resample::{FrameResampler, ResampleError};
 
 /// How eager webrtc-vad is to call a frame voiced (its own four modes).
@@ -149,36 +149,65 @@ impl VoiceDetector {
     }
 }
 
-/// Background level tracker: follows the level down quickly and up slowly, so speech (short
-/// loud bursts) barely lifts it while a steady noise bed is learned within a few seconds.
+/// Background level tracker (minimum statistics): the level is averaged (in power) over blocks
+/// of 200 ms, and the floor is the quietest of the last eight blocks (1.6 s). Speech has pauses
+/// and syllable gaps at least that often, so it barely lifts the floor; a steady noise bed (or a
+/// rise in it) is learned within 1.6 s; a block mean is close to the noise's mean level, not to
+/// its dips. Until the first block completes, the floor follows the quietest frame so far.
 #[derive(Debug, Clone, Copy)]
 pub struct NoiseFloor {
+    blocks: [f32; Self::BLOCKS],
+    filled: usize,
+    next: usize,
+    acc: f32,
+    acc_frames: u32,
+    quietest_db: f32,
     floor_db: f32,
 }
 
 impl NoiseFloor {
-    /// Starting point: a quiet line.
-    const INITIAL_DB: f32 = -65.0;
-    /// Rise per 20 ms frame while the level sits above the floor: 4 dB per second.
-    const RISE_DB: f32 = 0.08;
-    /// Share of the gap closed per frame when the level drops below the floor.
-    const FALL: f32 = 0.3;
+    /// Frames per block (200 ms).
+    const BLOCK_FRAMES: u32 = 10;
+    /// Blocks in the window (1.6 s).
+    const BLOCKS: usize = 8;
     /// Never below this: a digitally silent line must not make every breath look like speech.
     const MIN_DB: f32 = -75.0;
 
     /// A fresh tracker.
     pub fn new() -> Self {
         Self {
-            floor_db: Self::INITIAL_DB,
+            blocks: [0.0; Self::BLOCKS],
+            filled: 0,
+            next: 0,
+            acc: 0.0,
+            acc_frames: 0,
+            quietest_db: 0.0,
+            floor_db: Self::MIN_DB,
         }
     }
 
     /// Feeds one frame's level; returns the floor after it.
     pub fn update(&mut self, level_db: f32) -> f32 {
-        if level_db < self.floor_db {
-            self.floor_db += (level_db - self.floor_db) * Self::FALL;
-        } else {
-            self.floor_db += Self::RISE_DB.min(level_db - self.floor_db);
+        self.acc += dbfs_to_power(level_db);
+        self.acc_frames += 1;
+        if self.acc_frames == Self::BLOCK_FRAMES {
+            self.blocks[self.next] = self.acc / Self::BLOCK_FRAMES as f32;
+            self.next = (self.next + 1) % Self::BLOCKS;
+            self.filled = (self.filled + 1).min(Self::BLOCKS);
+            self.acc = 0.0;
+            self.acc_frames = 0;
+            let min = self.blocks[..self.filled]
+                .iter()
+                .copied()
+                .fold(f32::MAX, f32::min);
+            self.floor_db = power_to_dbfs(min);
+        } else if self.filled == 0 {
+            self.quietest_db = if self.acc_frames == 1 {
+                level_db
+            } else {
+                self.quietest_db.min(level_db)
+            };
+            self.floor_db = self.quietest_db;
         }
         self.floor_db = self.floor_db.max(Self::MIN_DB);
         self.floor_db
@@ -241,8 +270,15 @@ impl SpeechState {
         }
     }
 
-    /// Whether the smoothed state is "speech".
+    /// Whether the smoothed state is "speech": inside an utterance and no more than
+    /// [`RELEASE_FRAMES`] frames after its last speech frame. (The utterance itself goes on until
+    /// the hangover ends the turn; see [`Self::is_in_utterance`].)
     pub fn is_speaking(&self) -> bool {
+        self.speaking && self.since_last_speech < RELEASE_FRAMES
+    }
+
+    /// Whether an utterance is open (between its onset and the end of its hangover).
+    pub fn is_in_utterance(&self) -> bool {
         self.speaking
     }
 
@@ -297,6 +333,12 @@ impl SpeechState {
         self.since_last_speech = 0;
     }
 }
+
+/// Frames after the last speech frame for which the smoothed state stays "speech": 120 ms bridges
+/// the short gaps between words and the weak word endings (fricatives, breath) that energy labels
+/// and webrtc-vad both miss, without holding the state through real pauses. The turn ends later,
+/// after the configured hangover.
+pub const RELEASE_FRAMES: u32 = 6;
 
 /// Whole 20 ms frames in `d`, at least one.
 pub fn frames_of(d: Duration) -> u32 {

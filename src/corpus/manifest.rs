@@ -281,13 +281,13 @@ impl Manifest {
                     prev_end = s[1];
                 }
             }
-            if let Some(o) = &c.outbound {
-                if o.rate != c.rate {
-                    return bad(
-                        at("outbound.rate"),
-                        format!("{} Hz differs from the clip's {} Hz", o.rate, c.rate),
-                    );
-                }
+            if let Some(o) = &c.outbound
+                && o.rate != c.rate
+            {
+                return bad(
+                    at("outbound.rate"),
+                    format!("{} Hz differs from the clip's {} Hz", o.rate, c.rate),
+                );
             }
             if c.expect.bargein && c.expect.bargein_onsets_ms.is_empty() {
                 return bad(

@@ -7,6 +7,7 @@
 
 pub mod manifest;
 pub mod replay;
+pub mod score;
 
 pub use manifest::{Clip, CorpusError, Manifest};
 pub use replay::{ClipAudio, Replay, replay_clip};

@@ -157,7 +157,7 @@ pub fn replay_clip(
         // The slice is exactly one frame, so this cannot fail.
         let _ = session.handle_caller_samples(now, s);
         busy += t.elapsed();
-        rec.speech_state.push(session.is_caller_speaking());
+        rec.speech_state.push(session.is_speech_now());
         rec.raw_speech.push(session.last_frame_was_speech());
         let mut cleared = false;
         while let Some(c) = session.poll_command() {

@@ -1,0 +1,400 @@
+//! Scoring a replayed clip against its labels, following the normative "How to score" rules of
+//! the corpus README: 20 ms frames timed at their end, frame truth by half-overlap, a ±tolerance
+//! band left unscored, micro-averaged precision/recall/F1, onset and end-of-turn windows,
+//! barge-in matching within `[onset - tol, onset + 1000 ms]`, backchannel interrupts within
+//! `[start - tol, end + 300 ms]`, nearest-rank percentiles.
+//!
+//! Not real-time.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::manifest::{Clip, Segment};
+use super::replay::Replay;
+
+/// Frame length, ms.
+const FRAME_MS: u64 = 20;
+/// A barge-in counts for an onset up to this long after it.
+const BARGEIN_WINDOW_MS: u64 = 1_000;
+/// A barge-in up to this long after a backchannel counts as interrupting on it.
+const BACKCHANNEL_GRACE_MS: u64 = 300;
+/// The bot is playing when its reference was louder than this in the last 200 ms.
+const BOT_PLAYING_DBFS: f32 = -50.0;
+
+/// True/false positive and false negative frame counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confusion {
+    /// Speech frames called speech.
+    pub tp: u64,
+    /// Non-speech frames called speech.
+    pub fp: u64,
+    /// Speech frames missed.
+    pub fn_: u64,
+}
+
+impl Confusion {
+    fn add(&mut self, o: Confusion) {
+        self.tp += o.tp;
+        self.fp += o.fp;
+        self.fn_ += o.fn_;
+    }
+
+    /// Precision, recall and F1 (`None` where undefined).
+    pub fn prf(&self) -> VadScore {
+        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        let precision = ratio(self.tp, self.tp + self.fp);
+        let recall = ratio(self.tp, self.tp + self.fn_);
+        let f1 = match (precision, recall) {
+            (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+            (Some(_), Some(_)) => Some(0.0),
+            _ => None,
+        };
+        VadScore {
+            precision,
+            recall,
+            f1,
+            false_positive_frames: self.fp,
+        }
+    }
+}
+
+/// Frame-level VAD figures.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct VadScore {
+    /// TP / (TP + FP).
+    pub precision: Option<f64>,
+    /// TP / (TP + FN).
+    pub recall: Option<f64>,
+    /// Harmonic mean.
+    pub f1: Option<f64>,
+    /// Non-speech frames called speech.
+    pub false_positive_frames: u64,
+}
+
+/// Everything measured on one clip.
+#[derive(Debug, Clone, Default)]
+pub struct ClipScore {
+    /// Scored-frame confusion of the smoothed speech state.
+    pub vad: Confusion,
+    /// Delays of detected onsets, ms (may be slightly negative).
+    pub onset_delays_ms: Vec<i64>,
+    /// Counted onsets that were missed.
+    pub onset_misses: u64,
+    /// End-of-turn delays, ms.
+    pub end_of_turn_delays_ms: Vec<i64>,
+    /// Counted ends of turn that were missed.
+    pub end_of_turn_misses: u64,
+    /// Labelled barge-in onsets.
+    pub bargein_onsets: u64,
+    /// Of which detected.
+    pub bargein_detected: u64,
+    /// Reaction times of detected onsets, ms.
+    pub bargein_reactions_ms: Vec<i64>,
+    /// Barge-ins matching no onset.
+    pub unmatched_bargeins: u64,
+    /// Whether any barge-in fired.
+    pub any_bargein: bool,
+    /// Backchannels in the clip.
+    pub backchannels: u64,
+    /// Backchannels a barge-in fired on.
+    pub backchannel_interrupts: u64,
+    /// Bot speech, ms.
+    pub bot_speech_ms: u64,
+    /// Frames fed.
+    pub frames: u64,
+}
+
+fn overlap(a: Segment, b0: u64, b1: u64) -> u64 {
+    a[1].min(b1).saturating_sub(a[0].max(b0))
+}
+
+fn is_speech(segs: &[Segment], k: u64, shrink: i64) -> bool {
+    let (f0, f1) = (k * FRAME_MS, k * FRAME_MS + FRAME_MS);
+    let inside: u64 = segs
+        .iter()
+        .map(|s| {
+            let a = (s[0] as i64 + shrink).max(0) as u64;
+            let b = (s[1] as i64 - shrink).max(0) as u64;
+            if b <= a { 0 } else { overlap([a, b], f0, f1) }
+        })
+        .sum();
+    inside * 2 >= FRAME_MS
+}
+
+/// Whether the bot is playing at frame `k` (its reference frames `k-9..=k` on the inbound
+/// timeline; `ref_levels` holds the reference's per-frame level from its start).
+fn bot_playing(ref_levels: &[f32], start_frame: u64, k: u64) -> bool {
+    (k.saturating_sub(9)..=k).any(|j| {
+        j >= start_frame
+            && ref_levels
+                .get((j - start_frame) as usize)
+                .is_some_and(|&l| l > BOT_PLAYING_DBFS)
+    })
+}
+
+/// Scores one replayed clip. `reference` is the bot's reference audio (if any).
+pub fn score_clip(
+    clip: &Clip,
+    r: &Replay,
+    tol_ms: u64,
+    reference: Option<&[i16]>,
+    frame_samples: usize,
+) -> ClipScore {
+    let mut s = ClipScore {
+        frames: r.frames as u64,
+        ..ClipScore::default()
+    };
+    let tol = tol_ms as i64;
+    let segs = &clip.speech_segments_ms;
+
+    // VAD frames.
+    for k in 0..r.frames as u64 {
+        let truth = is_speech(segs, k, 0);
+        if truth != is_speech(segs, k, tol) || truth != is_speech(segs, k, -tol) {
+            continue;
+        }
+        if clip
+            .vad_dont_care_ms
+            .iter()
+            .any(|d| overlap(*d, k * FRAME_MS, k * FRAME_MS + FRAME_MS) > 0)
+        {
+            continue;
+        }
+        match (truth, r.speech_state[k as usize]) {
+            (true, true) => s.vad.tp += 1,
+            (false, true) => s.vad.fp += 1,
+            (true, false) => s.vad.fn_ += 1,
+            (false, false) => {}
+        }
+    }
+    let state_at = |t: u64| -> bool {
+        // Decision time t = 20(k+1).
+        t >= FRAME_MS
+            && r.speech_state
+                .get((t / FRAME_MS - 1) as usize)
+                .copied()
+                .unwrap_or(false)
+    };
+    let end = r.frames as u64 * FRAME_MS;
+
+    // Onsets.
+    for (i, seg) in segs.iter().enumerate() {
+        let counted = i == 0 || seg[0] >= segs[i - 1][1] + 300;
+        if !counted {
+            continue;
+        }
+        let lo = seg[0].saturating_sub(tol_ms).max(FRAME_MS);
+        let first_t = lo.div_ceil(FRAME_MS) * FRAME_MS;
+        let hit = (first_t..=(seg[0] + 500).min(end))
+            .step_by(FRAME_MS as usize)
+            .find(|&t| state_at(t));
+        match hit {
+            Some(t) => s.onset_delays_ms.push(t as i64 - seg[0] as i64),
+            None => s.onset_misses += 1,
+        }
+    }
+
+    // Ends of turn.
+    for (i, seg) in segs.iter().enumerate() {
+        let next = segs.get(i + 1).map_or(end, |n| n[0]);
+        if next < seg[1] + 500 {
+            continue;
+        }
+        // Last speech frame inside the widened segment.
+        let last = (0..r.frames as u64).rev().find(|&k| {
+            let (f0, t) = (k * FRAME_MS, (k + 1) * FRAME_MS);
+            f0 as i64 >= seg[0] as i64 - tol
+                && t <= seg[1] + tol_ms + FRAME_MS
+                && r.speech_state[k as usize]
+        });
+        let Some(last) = last else {
+            s.end_of_turn_misses += 1;
+            continue;
+        };
+        let last_t = (last + 1) * FRAME_MS;
+        match r.speech_ended_ms.iter().find(|&&t| t > last_t && t <= next) {
+            Some(&t) => s.end_of_turn_delays_ms.push(t as i64 - seg[1] as i64),
+            None => s.end_of_turn_misses += 1,
+        }
+    }
+
+    // Barge-ins.
+    let ref_levels: Vec<f32> = reference
+        .map(|x| {
+            x.chunks(frame_samples)
+                .map(crate::core::audio::level_dbfs)
+                .collect()
+        })
+        .unwrap_or_default();
+    let start_frame = clip.outbound.as_ref().map_or(0, |o| o.start_ms / FRAME_MS);
+    let playing_bargeins: Vec<u64> = r
+        .bargein_ms
+        .iter()
+        .copied()
+        .filter(|&t| bot_playing(&ref_levels, start_frame, (t / FRAME_MS).saturating_sub(1)))
+        .collect();
+    let mut matched = vec![false; playing_bargeins.len()];
+    for &o in &clip.expect.bargein_onsets_ms {
+        s.bargein_onsets += 1;
+        let mut first = None;
+        for (i, &t) in playing_bargeins.iter().enumerate() {
+            if t + tol_ms >= o && t <= o + BARGEIN_WINDOW_MS {
+                matched[i] = true;
+                first.get_or_insert(t);
+            }
+        }
+        if let Some(t) = first {
+            s.bargein_detected += 1;
+            s.bargein_reactions_ms.push(t as i64 - o as i64);
+        }
+    }
+    s.unmatched_bargeins = matched.iter().filter(|m| !**m).count() as u64;
+    s.any_bargein = !playing_bargeins.is_empty();
+    for bc in &clip.backchannels_ms {
+        s.backchannels += 1;
+        if playing_bargeins
+            .iter()
+            .any(|&t| t + tol_ms >= bc[0] && t <= bc[1] + BACKCHANNEL_GRACE_MS)
+        {
+            s.backchannel_interrupts += 1;
+        }
+    }
+    s.bot_speech_ms = clip.bot_speech_ms.iter().map(|b| b[1] - b[0]).sum();
+    s
+}
+
+/// Nearest-rank percentile (`p` in 0–100); with fewer than 20 values p95 is the maximum, which
+/// nearest-rank gives anyway.
+pub fn percentile(values: &[i64], p: f64) -> Option<i64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    Some(v[rank.min(v.len()) - 1])
+}
+
+/// p50 and p95 of a distribution, `null` when empty.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<i64>,
+    /// 95th percentile.
+    pub p95: Option<i64>,
+}
+
+impl Percentiles {
+    fn of(v: &[i64]) -> Self {
+        Self {
+            p50: percentile(v, 50.0),
+            p95: percentile(v, 95.0),
+        }
+    }
+}
+
+/// A group's figures (one `--json` block).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupReport {
+    /// Clips in the group.
+    pub clips: usize,
+    /// Frame-level VAD.
+    pub vad: VadScore,
+    /// Speech-onset delay.
+    pub onset_delay_ms: Percentiles,
+    /// Onsets missed.
+    pub onset_misses: u64,
+    /// End-of-turn delay.
+    pub end_of_turn_delay_ms: Percentiles,
+    /// Ends of turn missed.
+    pub end_of_turn_misses: u64,
+    /// Detected barge-in onsets / all (`null` without any).
+    pub bargein_recall: Option<f64>,
+    /// Reaction time, labelled onset → BargeIn.
+    pub bargein_reaction_ms: Percentiles,
+    /// Share of clips without an expected barge-in that had one (`null` without such clips).
+    pub false_bargein_rate: Option<f64>,
+    /// Unmatched barge-ins per minute of bot speech.
+    pub unmatched_bargeins_per_bot_minute: Option<f64>,
+    /// Backchannels interrupted / all.
+    pub backchannel_interrupt_rate: Option<f64>,
+}
+
+/// Aggregates clip scores into a group report.
+pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
+    let mut vad = Confusion::default();
+    let (mut on, mut eot, mut react) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut on_miss, mut eot_miss, mut onsets, mut det, mut unmatched, mut bot_ms) =
+        (0, 0, 0, 0, 0, 0);
+    let (mut neg, mut neg_fired, mut bcs, mut bc_int) = (0u64, 0u64, 0, 0);
+    for (clip, s) in scores {
+        vad.add(s.vad);
+        on.extend_from_slice(&s.onset_delays_ms);
+        eot.extend_from_slice(&s.end_of_turn_delays_ms);
+        react.extend_from_slice(&s.bargein_reactions_ms);
+        on_miss += s.onset_misses;
+        eot_miss += s.end_of_turn_misses;
+        onsets += s.bargein_onsets;
+        det += s.bargein_detected;
+        unmatched += s.unmatched_bargeins;
+        bot_ms += s.bot_speech_ms;
+        if !clip.expect.bargein {
+            neg += 1;
+            neg_fired += u64::from(s.any_bargein);
+        }
+        bcs += s.backchannels;
+        bc_int += s.backchannel_interrupts;
+    }
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    GroupReport {
+        clips: scores.len(),
+        vad: vad.prf(),
+        onset_delay_ms: Percentiles::of(&on),
+        onset_misses: on_miss,
+        end_of_turn_delay_ms: Percentiles::of(&eot),
+        end_of_turn_misses: eot_miss,
+        bargein_recall: ratio(det, onsets),
+        bargein_reaction_ms: Percentiles::of(&react),
+        false_bargein_rate: ratio(neg_fired, neg),
+        unmatched_bargeins_per_bot_minute: (bot_ms > 0)
+            .then(|| unmatched as f64 * 60_000.0 / bot_ms as f64),
+        backchannel_interrupt_rate: ratio(bc_int, bcs),
+    }
+}
+
+/// Groups clip scores by a key.
+pub fn by_key<'a, F: Fn(&Clip) -> String>(
+    scores: &[(&'a Clip, &'a ClipScore)],
+    key: F,
+) -> BTreeMap<String, Vec<(&'a Clip, &'a ClipScore)>> {
+    let mut m: BTreeMap<String, Vec<(&Clip, &ClipScore)>> = BTreeMap::new();
+    for &(c, s) in scores {
+        m.entry(key(c)).or_default().push((c, s));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[5], 95.0), Some(5));
+        assert_eq!(percentile(&[1, 2, 3, 4], 50.0), Some(2));
+        assert_eq!(percentile(&[4, 3, 2, 1], 95.0), Some(4));
+        let v: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 95.0), Some(95));
+    }
+
+    #[test]
+    fn frame_truth_by_half_overlap() {
+        let segs = [[100, 210]];
+        assert!(!is_speech(&segs, 4, 0)); // 80..100
+        assert!(is_speech(&segs, 5, 0)); // 100..120
+        assert!(is_speech(&segs, 10, 0)); // 200..220: 10 ms inside
+        assert!(!is_speech(&segs, 11, 0));
+    }
+}

@@ -1,0 +1,4 @@
+//! The command-line tools beside the server: each is `pub fn run(args) -> Result<..>`.
+
+pub mod eval;
+pub mod pipeline_args;
