@@ -32,7 +32,7 @@ enum Command {
     /// Many simulated calls at once, with a report.
     Loadtest,
     /// Run the core pipeline over a labelled corpus manifest, with a report.
-    Eval,
+    Eval(Box<voicegate::tools::eval::EvalArgs>),
     /// Create an outbound call through the Vonage REST API, connected to this server.
     Call,
 }
@@ -42,6 +42,15 @@ fn main() -> ExitCode {
     let args = match cli.command {
         None => cli.serve,
         Some(Command::Serve(a)) => *a,
+        Some(Command::Eval(a)) => {
+            return match voicegate::tools::eval::run(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("voicegate eval: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some(other) => {
             let name = format!("{other:?}").to_lowercase();
             eprintln!("voicegate {name}: not implemented yet");
@@ -105,8 +114,11 @@ mod tests {
         let c = Cli::try_parse_from(["voicegate", "serve", "--listen", "127.0.0.1:0"]).unwrap();
         assert!(matches!(c.command, Some(Command::Serve(_))));
         assert!(matches!(
-            Cli::try_parse_from(["voicegate", "eval"]).unwrap().command,
-            Some(Command::Eval)
+            Cli::try_parse_from(["voicegate", "eval", "--manifest", "m.json", "--json"])
+                .unwrap()
+                .command,
+            Some(Command::Eval(_))
         ));
+        assert!(Cli::try_parse_from(["voicegate", "eval"]).is_err());
     }
 }

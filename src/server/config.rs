@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::core::vad::VadAggressiveness;
-use crate::core::{BargeInConfig, Forward, SampleRate, SessionConfig};
+use crate::core::{Forward, SampleRate, SessionConfig};
+use crate::tools::pipeline_args::PipelineArgs;
 
 /// What to answer when Vonage reports that our media socket closed unexpectedly
 /// (`disconnected`, §1.8).
@@ -61,33 +61,9 @@ pub struct ServeArgs {
     /// Most concurrent calls; beyond it calls get a busy message and sockets a 503.
     #[arg(long, env = "VOICEGATE_MAX_CALLS", default_value_t = 1_000)]
     pub max_calls: usize,
-    /// Audio kept queued at Vonage ahead of real time, ms.
-    #[arg(long, env = "VOICEGATE_LEAD_MS", default_value_t = 60)]
-    pub lead_ms: u64,
-    /// webrtc-vad aggressiveness, 0 (most sensitive) to 3.
-    #[arg(long, env = "VOICEGATE_VAD_MODE", default_value_t = 2)]
-    pub vad_mode: u8,
-    /// Speech needed before an utterance starts, ms.
-    #[arg(long, env = "VOICEGATE_ONSET_MS", default_value_t = 60)]
-    pub onset_ms: u64,
-    /// Silence that ends the caller's turn, ms.
-    #[arg(long, env = "VOICEGATE_HANGOVER_MS", default_value_t = 500)]
-    pub hangover_ms: u64,
-    /// Audio before the onset sent to the agent with each utterance, ms.
-    #[arg(long, env = "VOICEGATE_PREROLL_MS", default_value_t = 240)]
-    pub preroll_ms: u64,
-    /// Turn barge-in (caller interrupts the bot) off.
-    #[arg(long, env = "VOICEGATE_NO_BARGE_IN")]
-    pub no_barge_in: bool,
-    /// Caller speech during bot playback that counts as barge-in, ms.
-    #[arg(long, env = "VOICEGATE_BARGE_IN_MS", default_value_t = 80)]
-    pub barge_in_ms: u64,
-    /// How far the caller must be above the bot's predicted echo to barge in, dB.
-    #[arg(long, env = "VOICEGATE_ECHO_MARGIN_DB", default_value_t = 6.0)]
-    pub echo_margin_db: f32,
-    /// Send every caller frame to the agent, not only speech.
-    #[arg(long, env = "VOICEGATE_FORWARD_ALL")]
-    pub forward_all: bool,
+    /// VAD, turn-taking, barge-in and pacing parameters (shared with `voicegate eval`).
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
     /// What to answer when our media socket closed unexpectedly.
     #[arg(
         long,
@@ -208,9 +184,6 @@ pub enum ServerConfigError {
     /// `--agent` is not a known agent.
     #[error("--agent {0:?}: expected echo, ws://…, wss://… or openai-realtime")]
     Agent(String),
-    /// `--vad-mode` out of range.
-    #[error("--vad-mode {0}: expected 0 to 3")]
-    VadMode(u8),
     /// `--max-calls 0`.
     #[error("--max-calls must be at least 1")]
     MaxCalls,
@@ -250,17 +223,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
             return Err(ServerConfigError::MissingSecret);
         }
         let mut session = SessionConfig::new(rate, agent_rate.unwrap_or(rate));
-        session.vad_aggressiveness = VadAggressiveness::from_level(a.vad_mode)
-            .ok_or(ServerConfigError::VadMode(a.vad_mode))?;
-        session.onset = Duration::from_millis(a.onset_ms);
-        session.hangover = Duration::from_millis(a.hangover_ms);
-        session.preroll = Duration::from_millis(a.preroll_ms);
-        session.lead = Duration::from_millis(a.lead_ms);
-        session.bargein = BargeInConfig {
-            enabled: !a.no_barge_in,
-            min_speech: Duration::from_millis(a.barge_in_ms),
-            echo_margin_db: a.echo_margin_db,
-        };
+        a.pipeline.apply(&mut session);
         session.validate()?;
         Ok(Self {
             listen: a.listen,
@@ -278,7 +241,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
                 }),
             max_calls: a.max_calls,
             session,
-            forward: a.forward_all.then_some(Forward::All),
+            forward: a.pipeline.forward_all.then_some(Forward::All),
             on_disconnect: a.on_disconnect,
             connect_timeout: Duration::from_millis(a.connect_timeout_ms.clamp(100, 60_000)),
             drain_timeout: Duration::from_secs(a.drain_timeout_s),
@@ -321,15 +284,7 @@ impl Default for ServeArgs {
             greeting_language: None,
             greeting_style: None,
             max_calls: 1_000,
-            lead_ms: 60,
-            vad_mode: 2,
-            onset_ms: 60,
-            hangover_ms: 500,
-            preroll_ms: 240,
-            no_barge_in: false,
-            barge_in_ms: 80,
-            echo_margin_db: 6.0,
-            forward_all: false,
+            pipeline: PipelineArgs::default(),
             on_disconnect: OnDisconnect::Apology,
             connect_timeout_ms: 5_000,
             drain_timeout_s: 30,

@@ -10,7 +10,8 @@ use clap::Args;
 use crate::core::vad::VadAggressiveness;
 use crate::core::{Forward, SessionConfig};
 
-/// VAD, turn-taking and barge-in parameters. Unset flags keep [`SessionConfig::new`]'s defaults.
+/// VAD, turn-taking and barge-in parameters. Unset flags keep [`SessionConfig::new`]'s defaults
+/// (documented there and in the README's configuration table).
 #[derive(Debug, Clone, Default, Args)]
 pub struct PipelineArgs {
     /// webrtc-vad aggressiveness, 0 (most speech) to 3 (fewest false alarms).
@@ -29,14 +30,14 @@ pub struct PipelineArgs {
     #[arg(long, env = "VOICEGATE_SNR_MIN_DB")]
     pub snr_min_db: Option<f32>,
     /// Caller speech over the bot needed for a barge-in, ms.
-    #[arg(long, env = "VOICEGATE_BARGEIN_MIN_MS")]
-    pub bargein_min_ms: Option<u64>,
+    #[arg(long, env = "VOICEGATE_BARGE_IN_MS")]
+    pub barge_in_ms: Option<u64>,
     /// Margin above the predicted echo for a frame to count as the caller, dB.
     #[arg(long, env = "VOICEGATE_ECHO_MARGIN_DB")]
     pub echo_margin_db: Option<f32>,
-    /// Disable barge-in (the bot can never be interrupted by the caller's voice).
-    #[arg(long, env = "VOICEGATE_NO_BARGEIN")]
-    pub no_bargein: bool,
+    /// Turn barge-in off (the caller's voice never interrupts the bot).
+    #[arg(long, env = "VOICEGATE_NO_BARGE_IN")]
+    pub no_barge_in: bool,
     /// Audio kept queued at Vonage ahead of real time, ms.
     #[arg(long, env = "VOICEGATE_LEAD_MS")]
     pub lead_ms: Option<u64>,
@@ -64,13 +65,13 @@ impl PipelineArgs {
         if let Some(v) = self.snr_min_db {
             config.snr_min_db = v;
         }
-        if let Some(v) = self.bargein_min_ms {
+        if let Some(v) = self.barge_in_ms {
             config.bargein.min_speech = ms(v);
         }
         if let Some(v) = self.echo_margin_db {
             config.bargein.echo_margin_db = v;
         }
-        if self.no_bargein {
+        if self.no_barge_in {
             config.bargein.enabled = false;
         }
         if let Some(v) = self.lead_ms {
