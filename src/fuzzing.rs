@@ -542,6 +542,8 @@ impl Harness {
     fn transmit_once(&mut self) -> bool {
         let due_later = self.session.poll_timeout().is_some_and(|d| d > self.now);
         let Some(n) = self.session.poll_transmit(self.now, &mut self.out) else {
+            // An agent interrupt takes effect inside poll_transmit and queues a clear.
+            self.drain();
             return false;
         };
         assert!(
