@@ -34,7 +34,26 @@ enum Command {
     /// Run the core pipeline over a labelled corpus manifest, with a report.
     Eval(Box<voicegate::tools::eval::EvalArgs>),
     /// Create an outbound call through the Vonage REST API, connected to this server.
-    Call,
+    Call(Box<CallArgs>),
+}
+
+/// `voicegate call TO [--from NUMBER]`: dials `TO` through the Vonage REST API; when the callee
+/// answers, the call is connected to this server's media socket (the server must be running and
+/// reachable at --public-url). Prints the new call's uuid.
+#[derive(Debug, clap::Args)]
+struct CallArgs {
+    /// The number to call (E.164; `+`, spaces and dashes are accepted).
+    to: String,
+    /// Caller id: a Vonage number of the account (default: a random number of the account).
+    #[arg(long)]
+    from: Option<String>,
+    /// Put the NCCO in the request (connect straight to the media socket) instead of pointing
+    /// answer_url at our /answer.
+    #[arg(long)]
+    inline_ncco: bool,
+    /// The server flags: keys (--application-id, --private-key), --api-url, --public-url, --rate.
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +70,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Call(a)) => return call(*a),
         Some(other) => {
             let name = format!("{other:?}").to_lowercase();
             eprintln!("voicegate {name}: not implemented yet");
@@ -58,6 +78,67 @@ fn main() -> ExitCode {
         }
     };
     serve(args)
+}
+
+/// `voicegate call`: creates the call, prints its uuid on stdout.
+fn call(args: CallArgs) -> ExitCode {
+    use voicegate::server::call_control::{
+        OutboundNcco, RestConfigError, client_from_config, outbound_call,
+    };
+    let config = match ServerConfig::try_from(args.serve) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("voicegate call: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let mode = if args.inline_ncco {
+        OutboundNcco::Inline
+    } else {
+        OutboundNcco::AnswerUrl
+    };
+    let prepared = client_from_config(&config)
+        .and_then(|c| c.ok_or(RestConfigError::Missing))
+        .and_then(|client| {
+            Ok((
+                client,
+                outbound_call(&config, &args.to, args.from.as_deref(), mode)?,
+            ))
+        });
+    let (client, body) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("voicegate call: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("voicegate call: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(client.create_call(&body)) {
+        Ok(created) => {
+            println!("{}", created.uuid);
+            eprintln!(
+                "call {} {} (conversation {})",
+                created.uuid,
+                created.status.as_ref().map_or("created", |s| s.as_str()),
+                created.conversation_uuid.as_deref().unwrap_or("-")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("voicegate call: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -120,5 +201,25 @@ mod tests {
             Some(Command::Eval(_))
         ));
         assert!(Cli::try_parse_from(["voicegate", "eval"]).is_err());
+        let c = Cli::try_parse_from([
+            "voicegate",
+            "call",
+            "+447700900000",
+            "--from",
+            "447700900123",
+            "--public-url",
+            "https://gw.example.com",
+        ])
+        .unwrap();
+        let Some(Command::Call(a)) = c.command else {
+            panic!("call parses")
+        };
+        assert_eq!(a.to, "+447700900000");
+        assert_eq!(a.from.as_deref(), Some("447700900123"));
+        assert_eq!(
+            a.serve.public_url.as_deref(),
+            Some("https://gw.example.com")
+        );
+        assert!(Cli::try_parse_from(["voicegate", "call"]).is_err());
     }
 }

@@ -8,24 +8,34 @@
 //! keeps at most [`EchoAgent::max_utterance`] of it (a longer utterance keeps its last part).
 //! On barge-in it stops writing the interrupted echo; the new utterance is echoed in turn.
 //!
-//! Real-time: the two buffers are allocated when the call starts; the loop allocates nothing.
+//! Key presses drive call control, for trying it by hand: `0` transfers the caller to the
+//! number set with [`EchoAgent::with_transfer_to`] (`--transfer-to`), `#` hangs up. Both need the
+//! Vonage REST API (`--application-id`, `--private-key`); without it the refusal is logged. An
+//! action runs on its own task, so the echo carries on while the request is in flight.
+//!
+//! Real-time: the two buffers are allocated when the call starts; the audio loop allocates
+//! nothing (a key press allocates for its REST request).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Agent, AgentError, AgentEvent, AgentIo, BoxFuture, CallInfo};
+use super::{Agent, AgentAction, AgentError, AgentEvent, AgentIo, BoxFuture, CallHandle, CallInfo};
+use crate::core::dtmf::DtmfDigit;
 use crate::core::{Forward, SampleRate};
 
 /// Plays each caller utterance back once it ends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EchoAgent {
     max_utterance: Duration,
+    transfer_to: Option<Arc<str>>,
 }
 
 impl Default for EchoAgent {
     fn default() -> Self {
         Self {
             max_utterance: Duration::from_secs(10),
+            transfer_to: None,
         }
     }
 }
@@ -35,7 +45,19 @@ impl EchoAgent {
     pub fn new(max_utterance: Duration) -> Self {
         Self {
             max_utterance: max_utterance.max(Duration::from_secs(1)),
+            transfer_to: None,
         }
+    }
+
+    /// Transfers the caller to `number` (E.164 digits) when they press `0`.
+    pub fn with_transfer_to(mut self, number: Option<String>) -> Self {
+        self.transfer_to = number.map(Arc::from);
+        self
+    }
+
+    /// Where `0` transfers the caller.
+    pub fn transfer_to(&self) -> Option<&str> {
+        self.transfer_to.as_deref()
     }
 
     /// The longest utterance echoed in full.
@@ -56,14 +78,34 @@ impl Agent for EchoAgent {
     fn start(&self, call: CallInfo, io: AgentIo) -> BoxFuture<'static, Result<(), AgentError>> {
         let cap =
             (u128::from(call.agent_rate.hz()) * self.max_utterance.as_millis() / 1_000) as usize;
-        Box::pin(run(io, cap))
+        Box::pin(run(io, cap, self.transfer_to.clone()))
     }
+}
+
+/// `0` transfers, `#` hangs up; other keys do nothing. The action runs on its own task.
+fn on_key(call: &CallHandle, digit: DtmfDigit, transfer_to: Option<&Arc<str>>) {
+    let action = match (digit.as_char(), transfer_to) {
+        ('#', _) => AgentAction::Hangup,
+        ('0', Some(to)) => AgentAction::Transfer { to: to.to_string() },
+        ('0', None) => {
+            tracing::warn!(call_id = %call.id(), "key 0: no transfer number configured (--transfer-to, VOICEGATE_TRANSFER_TO)");
+            return;
+        }
+        _ => return,
+    };
+    let call = call.clone();
+    tokio::spawn(async move {
+        tracing::info!(call_id = %call.id(), %action, "key {}: requesting {action}", digit.as_char());
+        if let Err(e) = call.act(action).await {
+            tracing::warn!(call_id = %call.id(), error = %e, "call control refused");
+        }
+    });
 }
 
 /// Samples read per ring access (one 20 ms frame at 48 kHz).
 const CHUNK: usize = 960;
 
-async fn run(mut io: AgentIo, cap: usize) -> Result<(), AgentError> {
+async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Result<(), AgentError> {
     let mut scratch = [0i16; CHUNK];
     // The utterance being heard: the last `cap` samples read, starting at stream position
     // `rec_start` (the count of samples read before its first one).
@@ -105,6 +147,7 @@ async fn run(mut io: AgentIo, cap: usize) -> Result<(), AgentError> {
                         playback.clear();
                     }
                 }
+                Some(AgentEvent::Dtmf { digit, .. }) => on_key(&io.call, digit, transfer_to.as_ref()),
                 Some(AgentEvent::BargeIn(_)) => {
                     // The session already cleared playback; stop feeding the interrupted turn.
                     playback.clear();

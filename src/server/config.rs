@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// Vonage REST API base URL.
     #[arg(long, env = "VONAGE_API_URL", default_value = "https://api.nexmo.com")]
     pub api_url: String,
+    /// Phone number the echo agent transfers the caller to when they press 0 (needs the REST
+    /// API: --application-id and --private-key).
+    #[arg(long, env = "VOICEGATE_TRANSFER_TO")]
+    pub transfer_to: Option<String>,
     /// Log format.
     #[arg(long, env = "VOICEGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -158,6 +162,8 @@ pub struct ServerConfig {
     pub private_key: Option<std::path::PathBuf>,
     /// REST base URL.
     pub api_url: String,
+    /// Where the echo agent transfers callers who press 0 (E.164 digits).
+    pub transfer_to: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Events queued towards a slow agent before new ones are dropped.
@@ -190,6 +196,12 @@ pub enum ServerConfigError {
     /// `--require-signed-webhooks` without a secret.
     #[error("--require-signed-webhooks needs --signature-secret (VONAGE_SIGNATURE_SECRET)")]
     MissingSecret,
+    /// `--transfer-to` is not a phone number.
+    #[error("--transfer-to {0:?}: expected a phone number, 7 to 15 digits (E.164, + optional)")]
+    TransferTo(String),
+    /// The Vonage REST client cannot be set up (credentials, key file, API URL).
+    #[error(transparent)]
+    Rest(#[from] super::call_control::RestConfigError),
     /// A session parameter out of range.
     #[error("{0}")]
     Session(#[from] crate::core::ConfigError),
@@ -222,6 +234,14 @@ impl TryFrom<ServeArgs> for ServerConfig {
         if a.require_signed_webhooks && a.signature_secret.is_none() {
             return Err(ServerConfigError::MissingSecret);
         }
+        let transfer_to = a
+            .transfer_to
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| {
+                crate::vonage::client::normalize_number(&t)
+                    .map_err(|_| ServerConfigError::TransferTo(t))
+            })
+            .transpose()?;
         let mut session = SessionConfig::new(rate, agent_rate.unwrap_or(rate));
         a.pipeline.apply(&mut session);
         session.validate()?;
@@ -249,6 +269,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
             application_id: a.application_id,
             private_key: a.private_key,
             api_url: a.api_url,
+            transfer_to,
             log_format: a.log_format,
             agent_event_queue: 256,
             max_message_bytes: 64 * 1024,
@@ -293,6 +314,7 @@ impl Default for ServeArgs {
             application_id: None,
             private_key: None,
             api_url: "https://api.nexmo.com".to_owned(),
+            transfer_to: None,
             log_format: LogFormat::Text,
             redis_url: None,
         }

@@ -15,6 +15,7 @@
 //!
 //! Not real-time, except [`media`], whose per-frame path is.
 
+pub mod call_control;
 pub mod config;
 pub mod error;
 pub mod media;
@@ -57,7 +58,9 @@ pub fn app(state: AppState) -> Router {
 /// The agent named by the configuration.
 pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
     match &config.agent {
-        AgentKind::Echo => Ok(Arc::new(EchoAgent::default())),
+        AgentKind::Echo => Ok(Arc::new(
+            EchoAgent::default().with_transfer_to(config.transfer_to.clone()),
+        )),
         AgentKind::Bridge(url) => Err(ServerError::AgentUnavailable(url.clone())),
         AgentKind::OpenAiRealtime => {
             Err(ServerError::AgentUnavailable("openai-realtime".to_owned()))
@@ -114,16 +117,45 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         );
     }
     let addr = config.listen;
+    // Before binding, so a bad key or API URL stops the start-up.
+    let state = state_with_call_control(config, agent)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
-    print_setup_hint(&config, local);
-    let state = AppState::new(config, agent);
+    print_setup_hint(state.config(), local);
     serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The server state, with call control through the Vonage REST API when `--application-id` and
+/// `--private-key` are given (else agent actions fail with a clear "not configured" error).
+pub fn state_with_call_control(
+    config: ServerConfig,
+    agent: Arc<dyn Agent>,
+) -> Result<AppState, ServerError> {
+    let control =
+        call_control::control_from_config(&config).map_err(config::ServerConfigError::from)?;
+    Ok(match control {
+        Some(control) => {
+            tracing::info!(
+                api = control.client().base_url(),
+                "call control: Vonage REST API"
+            );
+            let state = AppState::with_control(config, agent, control.clone());
+            control.bind(&state);
+            state
+        }
+        None => {
+            tracing::info!(
+                "call control off: agents cannot hang up or transfer (set --application-id and \
+                 --private-key)"
+            );
+            AppState::new(config, agent)
+        }
+    })
 }
 
 fn print_setup_hint(config: &ServerConfig, local: std::net::SocketAddr) {

@@ -102,6 +102,7 @@ fn build_answer(
     entry.from = hook.from.clone().or_else(|| hook.from_user.clone());
     entry.to = hook.to.clone();
     entry.conversation_uuid = Some(hook.conversation_uuid.clone());
+    entry.region_url = hook.region_url.clone();
     if let Err(e) = st.register_call(id.clone(), entry) {
         m.reject(metrics::RejectLabel::at_capacity);
         tracing::warn!(call_id = %id, error = %e, "refusing call");

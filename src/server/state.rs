@@ -12,7 +12,7 @@
 //! only, never per frame.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -64,6 +64,8 @@ pub struct CallEntry {
     pub event_url: String,
     /// Times the socket was reconnected after `disconnected`.
     pub reconnects: u32,
+    /// The Vonage API host that controls this call (the answer webhook's `region_url`).
+    pub region_url: Option<String>,
     answered_at: Instant,
     socket: Option<watch::Sender<Option<EndReason>>>,
     ended: bool,
@@ -86,6 +88,7 @@ impl CallEntry {
             headers,
             event_url,
             reconnects: 0,
+            region_url: None,
             answered_at: Instant::now(),
             socket: None,
             ended: false,
@@ -118,6 +121,12 @@ impl AppState {
                 draining: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// A handle that does not keep the state alive (for parts the state owns, such as call
+    /// control, that need to read the registry).
+    pub fn downgrade(&self) -> WeakAppState {
+        WeakAppState(Arc::downgrade(&self.inner))
     }
 
     /// The configuration.
@@ -302,6 +311,17 @@ impl AppState {
         if let Some(e) = self.calls().get_mut(id) {
             e.socket = None;
         }
+    }
+}
+
+/// A non-owning [`AppState`] handle, from [`AppState::downgrade`].
+#[derive(Debug, Clone)]
+pub struct WeakAppState(Weak<Inner>);
+
+impl WeakAppState {
+    /// The state, while the server still holds it.
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(|inner| AppState { inner })
     }
 }
 
