@@ -28,9 +28,9 @@ enum Command {
     /// Run the server: webhooks, media WebSocket, metrics (the default).
     Serve(Box<ServeArgs>),
     /// Play Vonage's side of one call against a running server.
-    Simulate,
+    Simulate(Box<voicegate::tools::simulate::SimulateArgs>),
     /// Many simulated calls at once, with a report.
-    Loadtest,
+    Loadtest(Box<voicegate::tools::loadtest::LoadtestArgs>),
     /// Run the core pipeline over a labelled corpus manifest, with a report.
     Eval(Box<voicegate::tools::eval::EvalArgs>),
     /// Create an outbound call through the Vonage REST API, connected to this server.
@@ -70,12 +70,25 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Call(a)) => return call(*a),
-        Some(other) => {
-            let name = format!("{other:?}").to_lowercase();
-            eprintln!("voicegate {name}: not implemented yet");
-            return ExitCode::from(2);
+        Some(Command::Simulate(a)) => {
+            return match voicegate::tools::simulate::run(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("voicegate simulate: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
+        Some(Command::Loadtest(a)) => {
+            return match voicegate::tools::loadtest::run(&a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("voicegate loadtest: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::Call(a)) => return call(*a),
     };
     serve(args)
 }

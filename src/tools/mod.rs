@@ -2,3 +2,6 @@
 
 pub mod eval;
 pub mod pipeline_args;
+pub mod loadtest;
+pub mod simulate;
+pub mod vonage_side;
