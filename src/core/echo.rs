@@ -44,6 +44,16 @@ const TAIL_DECAY_DB: f32 = 6.0;
 /// the envelope at 20 ms), and an echo frame louder than predicted looks like the caller.
 const SPREAD_WEIGHT: f32 = 1.0;
 
+/// A reference frame this loud (dBFS) bounds the echo gain (bot speech is active at −22…−18
+/// dBFS, so its loud frames pass this).
+const LOUD_REF_DBFS: f32 = -22.0;
+/// Frames of bot audio before the observed gain bound replaces the worst case (200 ms).
+const MIN_BOUND_FRAMES: u32 = 10;
+/// How fast the gain bound forgets a loud frame, dB per frame (5 dB per second).
+const BOUND_DECAY_DB: f32 = 0.1;
+/// Margin over the observed bound.
+const BOUND_MARGIN_DB: f32 = 3.0;
+
 /// The learned echo path.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EchoPath {
@@ -67,6 +77,8 @@ pub struct EchoModel {
     best: Option<usize>,
     tail_db: f32,
     last_prediction_db: f32,
+    bound_db: f32,
+    bound_frames: u32,
 }
 
 impl Default for EchoModel {
@@ -87,6 +99,8 @@ impl EchoModel {
             best: None,
             tail_db: SILENCE_DBFS,
             last_prediction_db: SILENCE_DBFS,
+            bound_db: UNLEARNED_GAIN_DB,
+            bound_frames: 0,
         }
     }
 
@@ -115,7 +129,7 @@ impl EchoModel {
                 let peak = (0..=MAX_DELAY_FRAMES)
                     .map(|k| self.ref_at(k))
                     .fold(SILENCE_DBFS, f32::max);
-                peak + UNLEARNED_GAIN_DB
+                peak + self.unlearned_gain_db()
             }
         };
         self.tail_db = direct.max(self.tail_db - TAIL_DECAY_DB);
@@ -149,9 +163,11 @@ impl EchoModel {
     /// `noise_floor_dbfs` is subtracted (in power) first: only the part of the frame above the
     /// noise can be echo, and frames less than 3 dB above the floor say nothing about the echo.
     pub fn observe(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
+        self.observe_bound(inbound_dbfs, noise_floor_dbfs);
         // Once the path is known, a frame far louder than the echo it predicts is more likely the
         // caller than the echo: learning from it would teach the model to explain the caller away.
-        if self.best.is_some() && inbound_dbfs > self.last_prediction_db + 6.0 {
+        let trusted = self.best.is_some() || self.bound_frames >= MIN_BOUND_FRAMES;
+        if trusted && inbound_dbfs > self.last_prediction_db + 6.0 {
             return;
         }
         if inbound_dbfs < noise_floor_dbfs + 3.0 {
@@ -180,6 +196,46 @@ impl EchoModel {
             self.best = (0..=MAX_DELAY_FRAMES)
                 .filter(|&d| self.count[d] >= MIN_OBSERVATIONS)
                 .min_by(|&a, &b| self.spread_db(a).total_cmp(&self.spread_db(b)));
+        }
+    }
+
+    /// Tracks an upper bound of the echo gain for as long as no path is learned: the loudest
+    /// `inbound − loudest reference in the delay window` seen lately. On a line whose echo hides
+    /// under the noise, no frame ever rises 3 dB above the floor to teach the path, but the bound
+    /// still shows that the echo is at least that far down, so the caller is not masked by the
+    /// worst-case assumption for the whole call.
+    fn observe_bound(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
+        // Only frames in which the bot was clearly loud bound anything: at the quiet start of a
+        // word the reference says little about the echo.
+        let peak = (0..=MAX_DELAY_FRAMES)
+            .map(|k| self.ref_at(k))
+            .fold(SILENCE_DBFS, f32::max);
+        if peak <= LOUD_REF_DBFS {
+            return;
+        }
+        // The part of the frame above the noise is the most the echo can be; a frame at the noise
+        // floor says the echo is under it.
+        let echo_at_most = if inbound_dbfs < noise_floor_dbfs + 3.0 {
+            noise_floor_dbfs
+        } else {
+            power_to_dbfs(dbfs_to_power(inbound_dbfs) - dbfs_to_power(noise_floor_dbfs))
+        };
+        let r = echo_at_most - peak;
+        self.bound_db = if self.bound_frames == 0 {
+            r
+        } else {
+            (self.bound_db - BOUND_DECAY_DB).max(r)
+        };
+        self.bound_frames = self.bound_frames.saturating_add(1);
+    }
+
+    /// The gain assumed before the path is learned: the worst case, lowered to the observed
+    /// bound (plus a margin) once enough frames of bot audio were heard.
+    fn unlearned_gain_db(&self) -> f32 {
+        if self.bound_frames >= MIN_BOUND_FRAMES {
+            UNLEARNED_GAIN_DB.min(self.bound_db + BOUND_MARGIN_DB)
+        } else {
+            UNLEARNED_GAIN_DB
         }
     }
 
