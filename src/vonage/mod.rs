@@ -4,4 +4,5 @@ pub mod app_jwt;
 pub mod client;
 pub mod media_protocol;
 pub mod ncco;
+pub mod signed_webhook;
 pub mod webhooks;
