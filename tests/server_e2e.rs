@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use server_support::{call, clip, config_at, http_get, metric, start};
+use server_support::{call, clip, config_at, http_get, media_uri, metric, start};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tower::ServiceExt;
@@ -65,9 +65,12 @@ fn check_answer_ncco(body: &str, ws_base: &str, http_base: &str) {
     assert_eq!(connect["from"], "447700900000");
     let ep = &connect["endpoint"][0];
     assert_eq!(ep["type"], "websocket");
-    assert_eq!(
-        ep["uri"],
-        format!("{ws_base}/voice-stream/63f61863-4a51-4f6b-86e1-46edebcf9356")
+    // The URI carries the call's media token.
+    let uri = ep["uri"].as_str().unwrap();
+    let prefix = format!("{ws_base}/voice-stream/63f61863-4a51-4f6b-86e1-46edebcf9356?token=");
+    assert!(
+        uri.starts_with(&prefix) && uri.len() > prefix.len() + 40,
+        "{uri}"
     );
     assert_eq!(ep["content-type"], "audio/l16;rate=16000");
     assert_eq!(
@@ -233,9 +236,13 @@ async fn reconnect_policy_returns_the_same_connect() {
         assert_eq!(status, StatusCode::OK);
         let ncco: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(ncco[0]["action"], "connect", "{body}");
-        assert_eq!(
-            ncco[0]["endpoint"][0]["uri"],
-            "wss://gateway.example.com/voice-stream/63f61863-4a51-4f6b-86e1-46edebcf9356"
+        // Each reconnect gets a fresh media token (the last one was used).
+        let uri = ncco[0]["endpoint"][0]["uri"].as_str().unwrap();
+        assert!(
+            uri.starts_with(
+                "wss://gateway.example.com/voice-stream/63f61863-4a51-4f6b-86e1-46edebcf9356?token="
+            ),
+            "{uri}"
         );
     }
     // Bounded: after three reconnects the caller gets the apology.
@@ -490,8 +497,10 @@ async fn limits_and_bad_sockets() {
             .is_err()
     );
     // One call fills the server; the next socket gets a 503 before the upgrade.
+    // (The second call is answered first: a full server answers with the busy message.)
+    let second = media_uri(server.addr, "99999999-2222-3333-4444-555555555555").await;
     let mut first = call(server.addr, "11111111-2222-3333-4444-555555555555").await;
-    match tokio_tungstenite::connect_async(url("99999999-2222-3333-4444-555555555555")).await {
+    match tokio_tungstenite::connect_async(second).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 503),
         other => panic!("expected 503, got {other:?}"),
     }
@@ -547,10 +556,8 @@ async fn limits_and_bad_sockets() {
         assert!(t0.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (mut silent, _) =
-        tokio_tungstenite::connect_async(url("77777777-2222-3333-4444-555555555555"))
-            .await
-            .unwrap();
+    let silent_uri = media_uri(server.addr, "77777777-2222-3333-4444-555555555555").await;
+    let (mut silent, _) = tokio_tungstenite::connect_async(silent_uri).await.unwrap();
     let closed = timeout(Duration::from_secs(5), silent.next())
         .await
         .expect("closed after the connect deadline");

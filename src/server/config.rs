@@ -84,6 +84,27 @@ pub struct ServeArgs {
     /// Refuse to start without a signature secret.
     #[arg(long, env = "VOICEGATE_REQUIRE_SIGNED_WEBHOOKS")]
     pub require_signed_webhooks: bool,
+    /// Oldest signed-webhook token accepted (`iat` age; 30 s of clock skew are added), s.
+    #[arg(long, env = "VOICEGATE_WEBHOOK_MAX_AGE_S", default_value_t = 300)]
+    pub webhook_max_age_s: u64,
+    /// Vonage API key that signed webhooks must name (`api_key` claim); default: any.
+    #[arg(long, env = "VOICEGATE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Ask Vonage to sign the media socket's opening handshake (NCCO
+    /// `"authorization":{"type":"vonage"}`) and refuse upgrades without a valid token. Needs
+    /// --signature-secret.
+    #[arg(long, env = "VOICEGATE_SIGNED_MEDIA_SOCKET")]
+    pub signed_media_socket: bool,
+    /// Lifetime of the per-call media token put in the websocket URI, s.
+    #[arg(long, env = "VOICEGATE_MEDIA_TOKEN_TTL_S", default_value_t = 120)]
+    pub media_token_ttl_s: u64,
+    /// Key for the per-call media tokens (at least 16 bytes; share it between instances behind
+    /// one load balancer). Default: a random key per process.
+    #[arg(long, env = "VOICEGATE_MEDIA_TOKEN_KEY", hide_env_values = true)]
+    pub media_token_key: Option<String>,
+    /// A call whose media socket brings no audio for this long is closed, s.
+    #[arg(long, env = "VOICEGATE_MEDIA_IDLE_TIMEOUT_S", default_value_t = 20)]
+    pub media_idle_timeout_s: u64,
     /// Vonage application id (for the REST API: hangup, transfer, outbound calls).
     #[arg(long, env = "VONAGE_APPLICATION_ID")]
     pub application_id: Option<String>,
@@ -103,6 +124,16 @@ pub struct ServeArgs {
     /// Redis URL for shared state (default: in-process state).
     #[arg(long, env = "VOICEGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+}
+
+/// A configured media-token key. Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaTokenKeyConfig(pub String);
+
+impl std::fmt::Debug for MediaTokenKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaTokenKeyConfig(<redacted>)")
+    }
 }
 
 /// Which agent serves calls.
@@ -154,8 +185,20 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Graceful-shutdown drain time.
     pub drain_timeout: Duration,
-    /// Signature secret (verification arrives with the signed-webhooks work).
+    /// Signature secret: with one, every webhook must be signed (`server::auth`).
     pub signature_secret: Option<String>,
+    /// Age window of signed-webhook tokens (`iat`), before the clock skew.
+    pub webhook_max_age: Duration,
+    /// `api_key` claim required on signed webhooks.
+    pub api_key: Option<String>,
+    /// Whether the media socket upgrade must carry Vonage's signed JWT (§1.2).
+    pub signed_media_socket: bool,
+    /// Lifetime of a per-call media token.
+    pub media_token_ttl: Duration,
+    /// Key of the per-call media tokens; `None` is a random key per process.
+    pub media_token_key: Option<MediaTokenKeyConfig>,
+    /// A media socket without audio for this long is closed.
+    pub media_idle_timeout: Duration,
     /// Vonage application id.
     pub application_id: Option<String>,
     /// Private key path.
@@ -202,6 +245,15 @@ pub enum ServerConfigError {
     /// The Vonage REST client cannot be set up (credentials, key file, API URL).
     #[error(transparent)]
     Rest(#[from] super::call_control::RestConfigError),
+    /// `--signed-media-socket` without a secret.
+    #[error("--signed-media-socket needs --signature-secret (VONAGE_SIGNATURE_SECRET)")]
+    SignedSocketWithoutSecret,
+    /// `--media-token-key` shorter than 16 bytes.
+    #[error("--media-token-key must be at least 16 bytes")]
+    MediaTokenKey,
+    /// `--signature-secret` given but empty.
+    #[error("--signature-secret is empty")]
+    EmptySecret,
     /// A session parameter out of range.
     #[error("{0}")]
     Session(#[from] crate::core::ConfigError),
@@ -231,6 +283,9 @@ impl TryFrom<ServeArgs> for ServerConfig {
         if a.max_calls == 0 {
             return Err(ServerConfigError::MaxCalls);
         }
+        if a.signature_secret.as_deref() == Some("") {
+            return Err(ServerConfigError::EmptySecret);
+        }
         if a.require_signed_webhooks && a.signature_secret.is_none() {
             return Err(ServerConfigError::MissingSecret);
         }
@@ -242,6 +297,14 @@ impl TryFrom<ServeArgs> for ServerConfig {
                     .map_err(|_| ServerConfigError::TransferTo(t))
             })
             .transpose()?;
+        if a.signed_media_socket && a.signature_secret.is_none() {
+            return Err(ServerConfigError::SignedSocketWithoutSecret);
+        }
+        let media_token_key = match a.media_token_key {
+            Some(k) if k.len() < 16 => return Err(ServerConfigError::MediaTokenKey),
+            Some(k) => Some(MediaTokenKeyConfig(k)),
+            None => None,
+        };
         let mut session = SessionConfig::new(rate, agent_rate.unwrap_or(rate));
         a.pipeline.apply(&mut session);
         session.validate()?;
@@ -266,13 +329,20 @@ impl TryFrom<ServeArgs> for ServerConfig {
             connect_timeout: Duration::from_millis(a.connect_timeout_ms.clamp(100, 60_000)),
             drain_timeout: Duration::from_secs(a.drain_timeout_s),
             signature_secret: a.signature_secret,
+            webhook_max_age: Duration::from_secs(a.webhook_max_age_s.clamp(1, 86_400)),
+            api_key: a.api_key.filter(|k| !k.is_empty()),
+            signed_media_socket: a.signed_media_socket,
+            media_token_ttl: Duration::from_secs(a.media_token_ttl_s.clamp(1, 86_400)),
+            media_token_key,
+            media_idle_timeout: Duration::from_secs(a.media_idle_timeout_s.clamp(1, 3_600)),
             application_id: a.application_id,
             private_key: a.private_key,
             api_url: a.api_url,
             transfer_to,
             log_format: a.log_format,
             agent_event_queue: 256,
-            max_message_bytes: 64 * 1024,
+            // Audio frames are at most 960 bytes; text messages at most MAX_TEXT_BYTES.
+            max_message_bytes: crate::vonage::media_protocol::MAX_TEXT_BYTES,
             max_reconnects: 3,
         })
     }
@@ -311,6 +381,12 @@ impl Default for ServeArgs {
             drain_timeout_s: 30,
             signature_secret: None,
             require_signed_webhooks: false,
+            webhook_max_age_s: 300,
+            api_key: None,
+            signed_media_socket: false,
+            media_token_ttl_s: 120,
+            media_token_key: None,
+            media_idle_timeout_s: 20,
             application_id: None,
             private_key: None,
             api_url: "https://api.nexmo.com".to_owned(),

@@ -38,6 +38,12 @@ pub enum ServerError {
     /// A media socket for this call is already open.
     #[error("a media socket for this call is already open")]
     DuplicateSocket,
+    /// Authentication failed (a webhook signature, a media token); the reason is a fixed label.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// A media socket for a call we did not answer, or one that is over.
+    #[error("unknown or ended call")]
+    UnknownCall,
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ServerConfigError),
@@ -67,6 +73,8 @@ impl ServerError {
             }
             Self::AtCapacity { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::DuplicateSocket => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::UnknownCall => StatusCode::NOT_FOUND,
             Self::Config(_) | Self::AgentUnavailable(_) | Self::Bind { .. } | Self::Io(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -1,15 +1,24 @@
 //! The media WebSocket loop: one task per call owns that call's [`Session`] (no mutex) and
 //! drives it in real time.
 //!
-//! 1. Wait for `websocket:connected` (with a deadline). Binary frames before it are tolerated and
-//!    processed at the NCCO's rate (vonage-protocol.md §1.3).
+//! 1. Wait for `websocket:connected` (with a deadline). It must agree with the NCCO (rate, and
+//!    `call_uuid` when present) or the socket is closed before any audio reaches the session.
+//!    Binary frames before it are tolerated (vonage-protocol.md §1.3): up to
+//!    [`MAX_EARLY_FRAMES`] are held and processed once `connected` checked out, the rest are
+//!    counted and dropped.
 //! 2. Spawn the agent's task ([`Agent::start`](crate::agent::Agent::start)) with its
 //!    [`AgentIo`].
 //! 3. Loop: drain the session (frames due → binary messages, each followed by its commands:
 //!    `clear`, `notify`; events → metrics and the agent), then wait for whichever comes first:
 //!    a WebSocket message, the pacing deadline ([`Session::poll_timeout`], only while audio is
-//!    waiting), the agent's "I wrote audio" ping, the call's end signal, or the agent's task
-//!    ending.
+//!    waiting), the agent's "I wrote audio" ping, the call's end signal, the agent's task
+//!    ending, or the idle deadline (no caller audio for `--media-idle-timeout-s`).
+//!
+//! Limits: messages over `max_message_bytes` (8 KiB) end the socket in the WebSocket layer;
+//! frames of the wrong size are counted and dropped by the session; the write buffer is capped
+//! at [`MAX_WRITE_BUFFER`] and a send that does not complete in 5 s ends the call, so a peer
+//! that never reads costs bounded memory and stalls no other call; the agent's event queue,
+//! the audio rings and the outbound arena are bounded.
 //! 4. On every exit path: tell the agent ([`AgentEvent::Ended`] has a reserved queue slot),
 //!    close the socket if we are the ones ending the call, flush metrics, give the agent a short
 //!    grace period, and release the call's slot (the [`SocketGuard`] does that in `Drop`).
@@ -50,6 +59,11 @@ const AGENT_GRACE: Duration = Duration::from_secs(2);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Warnings about bad input logged per call; the rest are only counted.
 const MAX_WARNINGS: u32 = 5;
+/// Binary frames held while waiting for `websocket:connected` (1 s of audio); later ones are
+/// dropped until it arrives.
+pub const MAX_EARLY_FRAMES: usize = 50;
+/// Bytes the WebSocket layer may hold unsent before a send fails.
+pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
 /// The shell's one clock. `tokio::time::Instant` so paused-time tests drive the session too.
 pub fn now() -> Instant {
@@ -89,7 +103,16 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     );
 
     // 1. websocket:connected
-    let headers = match wait_connected(&mut ws, &mut session, &st, cfg.connect_timeout).await {
+    let expected_id = guard.id().as_str().to_owned();
+    let headers = match wait_connected(
+        &mut ws,
+        &mut session,
+        &st,
+        cfg.connect_timeout,
+        &expected_id,
+    )
+    .await
+    {
         Ok(h) => h,
         Err(()) => {
             CallMetrics::default().flush(st.metrics(), session.stats());
@@ -134,10 +157,15 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
         st: st.clone(),
         call_metrics: CallMetrics::default(),
         warnings: 0,
+        last_audio: tokio::time::Instant::now(),
     };
     let mut agent_running = true;
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
+    // Re-armed only when it fires (not per frame): then it checks the time of the last frame.
+    let idle = cfg.media_idle_timeout;
+    let idle_sleep = tokio::time::sleep(idle);
+    tokio::pin!(idle_sleep);
     let mut next_flush = now() + FLUSH_EVERY;
     let reason = loop {
         if let Err(r) = d.drain(&mut ws).await {
@@ -164,7 +192,10 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
                 break guard.end_signal().borrow().unwrap_or(EndReason::CallCompleted);
             }
             msg = ws.recv() => match msg {
-                Some(Ok(Message::Binary(b))) => d.on_frame(&b),
+                Some(Ok(Message::Binary(b))) => {
+                    d.last_audio = tokio::time::Instant::now();
+                    d.on_frame(&b);
+                }
                 Some(Ok(Message::Text(t))) => d.on_text(t.as_str()),
                 Some(Ok(Message::Close(c))) => {
                     tracing::debug!(code = c.as_ref().map(|c| c.code), "Vonage closed the socket");
@@ -182,6 +213,16 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
                 if let Some(due) = deadline {
                     st.metrics().observe_lateness(now().saturating_duration_since(due));
                 }
+            }
+            () = &mut idle_sleep => {
+                let silent_for = d.last_audio.elapsed();
+                if silent_for >= idle {
+                    st.metrics().idle_timeouts.inc();
+                    tracing::warn!(silent_ms = silent_for.as_millis() as u64, "no audio from Vonage; closing");
+                    close(&mut ws, 1008, "no audio").await;
+                    break EndReason::SocketError;
+                }
+                idle_sleep.as_mut().reset(d.last_audio + idle);
             }
             () = flush.notified() => {}
             res = &mut agent_task, if agent_running => {
@@ -253,38 +294,70 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
 }
 
 /// Waits for `websocket:connected`; returns its custom headers. Binary frames before it are
-/// processed at the NCCO's rate; if the deadline passes after audio did arrive, the call goes on
-/// without the headers. `Err` means the call is over (already closed and counted).
+/// held (up to [`MAX_EARLY_FRAMES`]) and handed to the session only once `connected` agreed with
+/// the NCCO, so a socket that announces another rate, an unsupported content type or another
+/// call is closed before any of its audio reaches the pipeline. If the deadline passes after
+/// audio did arrive, the call goes on at the NCCO's rate without the headers. `Err` means the
+/// call is over (already closed and counted).
 async fn wait_connected(
     ws: &mut WebSocket,
     session: &mut Session,
     st: &AppState,
     timeout: Duration,
+    call_id: &str,
 ) -> Result<Map<String, serde_json::Value>, ()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut early_frames = 0u32;
-    loop {
+    let mut early: Vec<Bytes> = Vec::new();
+    let mut early_dropped = 0u32;
+    let headers = loop {
         tokio::select! {
             msg = ws.recv() => match msg {
-                Some(Ok(Message::Text(t))) => match session.handle_text(now(), t.as_str()) {
-                    Ok(()) if session.is_connected() => {
-                        if early_frames > 0 {
-                            tracing::info!(early_frames, "binary frames arrived before websocket:connected");
+                Some(Ok(Message::Text(t))) => {
+                    let text = t.as_str();
+                    let is_connected = matches!(
+                        media_protocol::parse_text(text),
+                        Ok(media_protocol::MediaEvent::Connected { .. })
+                            | Err(media_protocol::TextError::BadContentType)
+                    );
+                    if is_connected {
+                        let headers = media_protocol::connected_headers(text).unwrap_or_default();
+                        let other_call = headers
+                            .get("call_uuid")
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|c| c != call_id);
+                        if other_call {
+                            st.metrics().reject(RejectLabel::bad_connected);
+                            tracing::warn!("websocket:connected names another call; closing");
+                            close(ws, 1008, "call_uuid does not match the socket").await;
+                            return Err(());
                         }
-                        return Ok(media_protocol::connected_headers(t.as_str()).unwrap_or_default());
                     }
-                    Ok(()) => {}
-                    Err(TextRejected::RateMismatch { expected, actual }) => {
-                        st.metrics().reject(RejectLabel::rate_mismatch);
-                        tracing::warn!(expected, actual, "websocket:connected disagrees with the NCCO rate");
-                        close(ws, 1003, "content-type does not match the NCCO").await;
-                        return Err(());
+                    match session.handle_text(now(), text) {
+                        Ok(()) if session.is_connected() => {
+                            break media_protocol::connected_headers(text).unwrap_or_default();
+                        }
+                        Ok(()) => {}
+                        Err(TextRejected::RateMismatch { expected, actual }) => {
+                            st.metrics().reject(RejectLabel::rate_mismatch);
+                            tracing::warn!(expected, actual, "websocket:connected disagrees with the NCCO rate");
+                            close(ws, 1003, "content-type does not match the NCCO").await;
+                            return Err(());
+                        }
+                        Err(e) if is_connected => {
+                            st.metrics().reject(RejectLabel::bad_connected);
+                            tracing::warn!(error = %e, "unusable websocket:connected; closing");
+                            close(ws, 1003, "unsupported content-type").await;
+                            return Err(());
+                        }
+                        Err(e) => tracing::debug!(error = %e, "text message before websocket:connected ignored"),
                     }
-                    Err(e) => tracing::debug!(error = %e, "text message before websocket:connected ignored"),
-                },
+                }
                 Some(Ok(Message::Binary(b))) => {
-                    early_frames += 1;
-                    let _ = session.handle_caller_frame(now(), &b);
+                    if early.len() < MAX_EARLY_FRAMES {
+                        early.push(b);
+                    } else {
+                        early_dropped += 1;
+                    }
                 }
                 Some(Ok(Message::Close(_))) | None => {
                     tracing::info!("socket closed before websocket:connected");
@@ -298,9 +371,9 @@ async fn wait_connected(
                 }
             },
             () = tokio::time::sleep_until(deadline) => {
-                if early_frames > 0 {
-                    tracing::warn!(early_frames, "no websocket:connected; going on at the NCCO rate");
-                    return Ok(Map::new());
+                if !early.is_empty() {
+                    tracing::warn!(early_frames = early.len(), "no websocket:connected; going on at the NCCO rate");
+                    break Map::new();
                 }
                 st.metrics().reject(RejectLabel::connect_timeout);
                 tracing::warn!("no websocket:connected within {timeout:?}; closing");
@@ -308,7 +381,19 @@ async fn wait_connected(
                 return Err(());
             }
         }
+    };
+    if !early.is_empty() || early_dropped > 0 {
+        tracing::info!(
+            early_frames = early.len(),
+            early_dropped,
+            "binary frames arrived before websocket:connected"
+        );
+        st.metrics().frames_invalid.inc_by(u64::from(early_dropped));
     }
+    for b in &early {
+        let _ = session.handle_caller_frame(now(), b);
+    }
+    Ok(headers)
 }
 
 /// Sends a close frame, bounded in time; errors are irrelevant at this point.
@@ -332,6 +417,8 @@ struct Driver {
     st: AppState,
     call_metrics: CallMetrics,
     warnings: u32,
+    /// When the last caller frame arrived (for the idle timeout).
+    last_audio: tokio::time::Instant,
 }
 
 impl Driver {

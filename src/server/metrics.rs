@@ -90,11 +90,20 @@ pub enum RejectLabel {
     bad_request,
     connect_timeout,
     rate_mismatch,
+    unknown_call,
+    bad_connected,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     reason: RejectLabel,
+}
+
+/// Label of the auth-failure counters: a fixed `&'static str` from `JwtError::reason` or
+/// `MediaAuthError::reason`, so hostile input cannot grow the set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    reason: &'static str,
 }
 
 /// Every metric the server exports. Cheap to clone (the metrics are `Arc`s inside).
@@ -140,6 +149,10 @@ pub struct Metrics {
     /// `voicegate_webhook_errors_total`: webhook bodies that could not be parsed.
     pub webhook_errors: Counter,
     events: Family<EventLabels, Counter>,
+    webhook_auth_failures: Family<AuthLabels, Counter>,
+    media_auth_failures: Family<AuthLabels, Counter>,
+    /// `voicegate_media_idle_timeouts_total`: calls closed because their audio stopped.
+    pub idle_timeouts: Counter,
     /// `voicegate_frame_processing_seconds`: time to process one caller frame.
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
@@ -172,6 +185,9 @@ impl Metrics {
             socket_errors: Counter::default(),
             webhook_errors: Counter::default(),
             events: Family::default(),
+            webhook_auth_failures: Family::default(),
+            media_auth_failures: Family::default(),
+            idle_timeouts: Counter::default(),
             // 10 µs .. ~20 ms
             frame_processing: Histogram::new(exponential_buckets(10e-6, 2.0, 12)),
             // 0.5 ms .. ~1 s
@@ -258,6 +274,21 @@ impl Metrics {
             m.events.clone(),
         );
         r.register(
+            "webhook_auth_failures",
+            "Webhooks refused by signature verification, by reason",
+            m.webhook_auth_failures.clone(),
+        );
+        r.register(
+            "media_auth_failures",
+            "Media socket upgrades refused by authentication, by reason",
+            m.media_auth_failures.clone(),
+        );
+        r.register(
+            "media_idle_timeouts",
+            "Calls closed because their audio stopped",
+            m.idle_timeouts.clone(),
+        );
+        r.register(
             "frame_processing_seconds",
             "Time to process one caller frame",
             m.frame_processing.clone(),
@@ -281,6 +312,20 @@ impl Metrics {
     /// Counts one event webhook.
     pub fn webhook_event(&self, status: EventLabel) {
         self.events.get_or_create(&EventLabels { status }).inc();
+    }
+
+    /// Counts one webhook refused by signature verification.
+    pub fn webhook_auth_failure(&self, reason: &'static str) {
+        self.webhook_auth_failures
+            .get_or_create(&AuthLabels { reason })
+            .inc();
+    }
+
+    /// Counts one media socket upgrade refused by authentication.
+    pub fn media_auth_failure(&self, reason: &'static str) {
+        self.media_auth_failures
+            .get_or_create(&AuthLabels { reason })
+            .inc();
     }
 
     /// Records one caller frame's processing time. Allocation-free.

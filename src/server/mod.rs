@@ -6,15 +6,19 @@
 //! | `GET\|POST /answer` | answer webhook: returns the NCCO (greeting, then `connect` to our socket) |
 //! | `GET\|POST /events` | event webhook: statuses end calls; `disconnected` gets `--on-disconnect` |
 //! | `GET\|POST /fallback` | fallback answer URL: handled as an answer or an event |
-//! | `GET /voice-stream/{call_id}` | the media WebSocket |
+//! | `GET /voice-stream/{call_id}?token=…` | the media WebSocket (per-call token from the NCCO) |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 when draining or full) |
 //! | `GET /metrics` | Prometheus text, `voicegate_*` |
+//!
+//! Webhooks are verified when a signature secret is configured and media sockets always need
+//! the token the answer webhook minted: see [`auth`].
 //!
 //! [`app`] builds the router from an [`AppState`] (tests call it directly); [`serve`] runs it on
 //! a listener until a shutdown future completes, then drains; [`run`] is `voicegate serve`.
 //!
 //! Not real-time, except [`media`], whose per-frame path is.
 
+pub mod auth;
 pub mod call_control;
 pub mod config;
 pub mod error;
@@ -114,6 +118,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         tracing::warn!(
             "no signature secret: webhooks are NOT verified. Set --signature-secret \
              (VONAGE_SIGNATURE_SECRET) in production"
+        );
+        eprintln!(
+            "WARNING: no signature secret: anyone who can reach this server can post webhooks. \
+             Set --signature-secret (VONAGE_SIGNATURE_SECRET) and --require-signed-webhooks."
+        );
+    } else {
+        tracing::info!(
+            max_age_s = config.webhook_max_age.as_secs(),
+            api_key_pinned = config.api_key.is_some(),
+            signed_media_socket = config.signed_media_socket,
+            "webhooks must be signed (HS256)"
         );
     }
     let addr = config.listen;

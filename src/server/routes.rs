@@ -2,27 +2,31 @@
 //! readiness and metrics.
 //!
 //! Webhooks answer from local state only and at once (Vonage gives them a few seconds and
-//! retries): no handler waits on an agent.
+//! retries): no handler waits on an agent. Authentication is in the extractors
+//! ([`VerifiedWebhook`], [`MediaToken`], `server::auth`): a handler only runs for a request
+//! that passed it.
 //!
 //! Not real-time.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::auth::{FromWebhook, MEDIA_TOKEN_PARAM, MediaToken, RawWebhook, VerifiedWebhook};
 use super::config::{OnDisconnect, is_host_byte};
 use super::error::ServerError;
 use super::media;
 use super::metrics::{self, EventLabel};
 use super::state::{AppState, CallEntry};
 use crate::agent::{CallId, EndReason};
-use crate::vonage::ncco::{Action, Connect, Endpoint, EventType, Ncco, Talk, WebsocketEndpoint};
-use crate::vonage::webhooks::{AnswerWebhook, CallEvent, CallStatus, WebhookEvent, parse_event};
+use crate::vonage::ncco::{
+    Action, Connect, Endpoint, EventType, Ncco, Talk, WebsocketAuthorization, WebsocketEndpoint,
+};
+use crate::vonage::webhooks::{AnswerWebhook, CallEvent, CallStatus, WebhookEvent};
 
 /// What callers hear when every agent is busy (vonage-protocol.md §3.3).
 pub const BUSY_TEXT: &str = "Sorry, all agents are busy. Please call again later.";
@@ -30,16 +34,13 @@ pub const BUSY_TEXT: &str = "Sorry, all agents are busy. Please call again later
 pub const APOLOGY_TEXT: &str =
     "Sorry, we are having technical difficulties. Please call again later.";
 
-type QueryPairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
-
 /// `GET|POST /answer`: the NCCO for a new call (§3).
-pub async fn answer(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    query: QueryPairs,
-    body: Bytes,
-) -> Response {
-    match answer_ncco(&st, &headers, query, &body) {
+pub async fn answer(State(st): State<AppState>, hook: VerifiedWebhook<AnswerWebhook>) -> Response {
+    answer_response(&st, &hook.headers, &hook.payload)
+}
+
+fn answer_response(st: &AppState, headers: &HeaderMap, hook: &AnswerWebhook) -> Response {
+    match build_answer(st, headers, hook) {
         Ok(ncco) => Json(ncco).into_response(),
         Err(e) => {
             st.metrics().webhook_errors.inc();
@@ -48,20 +49,23 @@ pub async fn answer(
     }
 }
 
-fn answer_ncco(
+/// The NCCO websocket endpoint for a registered call: its URI with a freshly minted media
+/// token, and Vonage's signed handshake when configured. `None` if the call is not registered.
+fn media_endpoint(
     st: &AppState,
-    headers: &HeaderMap,
-    query: QueryPairs,
-    body: &[u8],
-) -> Result<Ncco, ServerError> {
-    let hook = if body.iter().all(u8::is_ascii_whitespace) {
-        let Query(pairs) =
-            query.map_err(|_| ServerError::BadRequest("query string is not valid form data"))?;
-        AnswerWebhook::from_query_pairs(pairs)?
-    } else {
-        AnswerWebhook::from_json(body)?
-    };
-    build_answer(st, headers, &hook)
+    id: &CallId,
+    ws_uri: &str,
+    rate: crate::core::SampleRate,
+    headers: Map<String, Value>,
+) -> Option<WebsocketEndpoint> {
+    let token = st.mint_media_token(id)?;
+    let mut endpoint =
+        WebsocketEndpoint::new(format!("{ws_uri}?{MEDIA_TOKEN_PARAM}={token}"), rate.hz());
+    endpoint.headers = headers;
+    if st.auth().is_signed_socket() {
+        endpoint = endpoint.authorization(WebsocketAuthorization::Vonage);
+    }
+    Some(endpoint)
 }
 
 /// Builds the answer NCCO for `hook` and registers the call.
@@ -95,7 +99,7 @@ fn build_answer(
     }
     let mut entry = CallEntry::new(
         cfg.rate,
-        ws_uri,
+        ws_uri.clone(),
         endpoint.headers.clone(),
         event_url.clone(),
     );
@@ -108,6 +112,10 @@ fn build_answer(
         tracing::warn!(call_id = %id, error = %e, "refusing call");
         return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
     }
+    let Some(endpoint) = media_endpoint(st, &id, &ws_uri, cfg.rate, endpoint.headers) else {
+        // Pruned between the two calls: only under extreme churn.
+        return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
+    };
     let mut actions = Vec::with_capacity(2);
     if let Some(g) = &cfg.greeting {
         let mut talk = Talk::new(g.text.clone());
@@ -174,28 +182,8 @@ fn ws_base(http_base: &str) -> String {
 }
 
 /// `GET|POST /events`: call status and other events (§4). Answers at once.
-pub async fn events(State(st): State<AppState>, query: QueryPairs, body: Bytes) -> Response {
-    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
-        match query {
-            Ok(Query(pairs)) if !pairs.is_empty() => {
-                let obj: Map<String, Value> = pairs
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                parse_event(&serde_json::to_vec(&obj).unwrap_or_default())
-            }
-            _ => parse_event(b""),
-        }
-    } else {
-        parse_event(&body)
-    };
-    match parsed {
-        Ok(ev) => handle_event(&st, ev),
-        Err(e) => {
-            st.metrics().webhook_errors.inc();
-            ServerError::from(e).into_response()
-        }
-    }
+pub async fn events(State(st): State<AppState>, hook: VerifiedWebhook<WebhookEvent>) -> Response {
+    handle_event(&st, hook.payload)
 }
 
 fn handle_event(st: &AppState, ev: WebhookEvent) -> Response {
@@ -295,8 +283,9 @@ fn disconnected_ncco(st: &AppState, id: &CallId) -> Option<Ncco> {
             if st.is_draining() || st.note_reconnect(id).is_none_or(|n| n > cfg.max_reconnects) {
                 return apology();
             }
-            let mut endpoint = WebsocketEndpoint::new(entry.ws_uri.clone(), entry.rate.hz());
-            endpoint.headers = entry.headers.clone();
+            // A new media token: the old one was used by the socket that dropped.
+            let endpoint =
+                media_endpoint(st, id, &entry.ws_uri, entry.rate, entry.headers.clone())?;
             tracing::info!(call_id = %id, "reconnecting the media socket");
             Some(Ncco(vec![connect_action(
                 Endpoint::Websocket(endpoint),
@@ -310,13 +299,9 @@ fn disconnected_ncco(st: &AppState, id: &CallId) -> Option<Ncco> {
 /// `GET|POST /fallback`: Vonage's `fallback_answer_url`, called when the answer or an event
 /// webhook failed (§3.4). An event body (it has a `status`) is handled as an event; anything
 /// else as an answer.
-pub async fn fallback(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    query: QueryPairs,
-    body: Bytes,
-) -> Response {
-    let is_event = serde_json::from_slice::<Map<String, Value>>(&body).is_ok_and(|o| {
+pub async fn fallback(State(st): State<AppState>, hook: VerifiedWebhook<RawWebhook>) -> Response {
+    let RawWebhook { query, body } = &hook.payload;
+    let is_event = serde_json::from_slice::<Map<String, Value>>(body).is_ok_and(|o| {
         o.contains_key("status")
             || o.get("original_request")
                 .and_then(|r| r.get("type"))
@@ -324,26 +309,33 @@ pub async fn fallback(
                 == Some("event")
     });
     tracing::warn!(is_event, "fallback webhook");
-    if is_event {
-        events(State(st), query, body).await
+    let parsed = if is_event {
+        WebhookEvent::from_webhook(query, body).map(|ev| handle_event(&st, ev))
     } else {
-        answer(State(st), headers, query, body).await
-    }
+        AnswerWebhook::from_webhook(query, body).map(|a| answer_response(&st, &hook.headers, &a))
+    };
+    parsed.unwrap_or_else(|e| {
+        st.metrics().webhook_errors.inc();
+        e.into_response()
+    })
 }
 
-/// `GET /voice-stream/{call_id}`: the media WebSocket. Refused before the upgrade when the id
-/// is bad (400), the server is full or draining (503), or the call already has a socket (409).
+/// `GET /voice-stream/{call_id}?token=…`: the media WebSocket. Refused before the upgrade when
+/// the id is bad (400), the media token (or Vonage's signed handshake) is missing, forged,
+/// expired, for another call or used (401), the call is unknown or over (404), the server is
+/// full or draining (503), or the call already has a socket (409).
 pub async fn voice_stream(
     State(st): State<AppState>,
-    Path(call_id): Path<String>,
+    token: MediaToken,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ServerError> {
-    let id = CallId::parse(&call_id)?;
-    let guard = st.attach_socket(id)?;
+    let guard = st.attach_socket(&token.claims)?;
     let max = st.config().max_message_bytes;
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
+        // A peer that stops reading fills this, then sends fail (and time out): bounded memory.
+        .max_write_buffer_size(media::MAX_WRITE_BUFFER)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "media socket upgrade failed"))
         .on_upgrade(move |socket| media::run(socket, guard, st)))
 }

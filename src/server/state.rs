@@ -3,7 +3,8 @@
 //!
 //! A call enters the registry when its answer webhook is served (so the media socket knows who
 //! is calling and at which rate) and gets a socket slot when Vonage opens the media socket
-//! ([`AppState::attach_socket`], which also takes one of `--max-calls` permits). The returned
+//! ([`AppState::attach_socket`], which also takes one of `--max-calls` permits, and accepts
+//! only the media token minted last for that call, once: see `server::auth`). The returned
 //! [`SocketGuard`] frees the slot, the permit and the gauge on every exit path of the media task,
 //! because it does so in `Drop`. A terminal event webhook ends the call through the socket's end
 //! signal ([`AppState::end_call`]).
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
+use super::auth::{Auth, MediaClaims, unix_now};
 use super::config::ServerConfig;
 use super::error::ServerError;
 use super::metrics::{Metrics, RejectLabel};
@@ -40,6 +42,7 @@ struct Inner {
     agent: Arc<dyn Agent>,
     control: Arc<dyn CallControl>,
     metrics: Metrics,
+    auth: Auth,
     calls: Mutex<HashMap<CallId, CallEntry>>,
     capacity: Arc<Semaphore>,
     draining: watch::Sender<bool>,
@@ -69,6 +72,8 @@ pub struct CallEntry {
     answered_at: Instant,
     socket: Option<watch::Sender<Option<EndReason>>>,
     ended: bool,
+    /// Nonce of the media token that may still open the socket (consumed on use).
+    media_nonce: Option<u64>,
 }
 
 impl CallEntry {
@@ -92,6 +97,7 @@ impl CallEntry {
             answered_at: Instant::now(),
             socket: None,
             ended: false,
+            media_nonce: None,
         }
     }
 }
@@ -110,8 +116,10 @@ impl AppState {
         control: Arc<dyn CallControl>,
     ) -> Self {
         let capacity = Arc::new(Semaphore::new(config.max_calls.min(Semaphore::MAX_PERMITS)));
+        let auth = Auth::new(&config);
         Self {
             inner: Arc::new(Inner {
+                auth,
                 config,
                 agent,
                 control,
@@ -147,6 +155,21 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Webhook verification, replay protection and media tokens.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    /// Mints the media token for a registered call's socket, replacing (invalidating) any
+    /// earlier one; `None` for an unknown call.
+    pub fn mint_media_token(&self, id: &CallId) -> Option<String> {
+        let mut calls = self.calls();
+        let entry = calls.get_mut(id)?;
+        let (token, nonce) = self.inner.auth.media().mint(id, entry.rate, unix_now());
+        entry.media_nonce = Some(nonce);
+        Some(token)
     }
 
     /// Media sockets being served.
@@ -200,7 +223,12 @@ impl AppState {
             // Vonage retried the answer webhook: keep the live socket, refresh the rest.
             Some(old) => {
                 let socket = old.socket.take();
-                *old = CallEntry { socket, ..entry };
+                let media_nonce = old.media_nonce.take();
+                *old = CallEntry {
+                    socket,
+                    media_nonce,
+                    ..entry
+                };
             }
             None => {
                 calls.insert(id, entry);
@@ -214,9 +242,12 @@ impl AppState {
         self.calls().get(id).cloned()
     }
 
-    /// Claims the media socket slot of `id`: one of `--max-calls` permits, refused while
-    /// draining or when the call already has a live socket.
-    pub fn attach_socket(&self, id: CallId) -> Result<SocketGuard, ServerError> {
+    /// Claims the media socket slot of the call a verified media token names: one of
+    /// `--max-calls` permits. Refused while draining (503), at capacity (503), for a call that
+    /// is unknown or over (404), when the call already has a live socket (409), and when the
+    /// token is not the call's latest unused one (401). The token is consumed on success.
+    pub fn attach_socket(&self, token: &MediaClaims) -> Result<SocketGuard, ServerError> {
+        let id = token.call_id.clone();
         let m = self.metrics();
         if self.is_draining() {
             m.reject(RejectLabel::shutting_down);
@@ -234,21 +265,20 @@ impl AppState {
         let (tx, rx) = watch::channel(None);
         let entry = {
             let mut calls = self.calls();
-            let entry = calls.entry(id.clone()).or_insert_with(|| {
-                // A socket for a call whose answer webhook we did not see (a test client, or
-                // a restarted server): serve it at the configured rate.
-                CallEntry::new(
-                    self.inner.config.rate,
-                    String::new(),
-                    Map::new(),
-                    String::new(),
-                )
-            });
+            let Some(entry) = calls.get_mut(&id).filter(|e| !e.ended) else {
+                m.reject(RejectLabel::unknown_call);
+                return Err(ServerError::UnknownCall);
+            };
             if entry.socket.is_some() {
-                drop(permit);
                 m.reject(RejectLabel::duplicate_socket);
                 return Err(ServerError::DuplicateSocket);
             }
+            if entry.media_nonce != Some(token.nonce) || entry.rate != token.rate {
+                m.media_auth_failure("used_token");
+                tracing::warn!(call_id = %id, reason = "used_token", "media socket refused");
+                return Err(ServerError::Unauthorized("used_token"));
+            }
+            entry.media_nonce = None;
             entry.socket = Some(tx);
             entry.ended = false;
             entry.clone()

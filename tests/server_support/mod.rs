@@ -129,6 +129,30 @@ pub struct Leg {
     pub ncco: Value,
 }
 
+/// Fetches `/answer` for `uuid` (unsigned GET) and returns the NCCO's websocket `uri` (with its
+/// media token).
+pub async fn media_uri(addr: SocketAddr, uuid: &str) -> String {
+    let (_, ncco) = answer(addr, uuid).await;
+    ncco.as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "connect")
+        .expect("connect action")["endpoint"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `GET /answer` for `uuid` as Vonage sends it; returns (status, NCCO or `Null`).
+pub async fn answer(addr: SocketAddr, uuid: &str) -> (u16, Value) {
+    let (status, body) = http_get(
+        addr,
+        &format!("/answer?to=447700900000&from=447700900123&uuid={uuid}&conversation_uuid=CON-{uuid}&endpoint_type=phone"),
+    )
+    .await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
 /// Plays Vonage: fetches `/answer` for `uuid`, follows the NCCO's websocket `uri`, and sends
 /// `websocket:connected` with the endpoint's headers flattened in.
 pub async fn call(addr: SocketAddr, uuid: &str) -> Leg {
