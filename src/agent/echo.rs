@@ -109,11 +109,13 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
     let mut scratch = [0i16; CHUNK];
     // The utterance being heard: the last `cap` samples read, starting at stream position
     // `rec_start` (the count of samples read before its first one).
-    let mut recording: VecDeque<i16> = VecDeque::with_capacity(cap);
+    // Both buffers grow with the utterance (up to `cap`) instead of reserving the maximum up
+    // front: an idle call costs almost nothing. This is the agent's task, not the media path.
+    let mut recording: VecDeque<i16> = VecDeque::new();
     let mut rec_start: u64 = 0;
     let mut read_pos: u64 = 0;
     // The utterance being played back, and how much of it is written.
-    let mut playback: Vec<i16> = Vec::with_capacity(cap);
+    let mut playback: Vec<i16> = Vec::new();
     let mut played = 0usize;
 
     loop {

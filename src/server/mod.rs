@@ -103,6 +103,14 @@ pub async fn serve(
         let _ = stop_tx.send(());
     };
     tokio::spawn(drain);
+    // Frames are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds the
+    // second frame of a burst until the peer's ACK arrives (up to one frame period late).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             let _ = stop_rx.await;

@@ -29,6 +29,8 @@ use crate::core::SampleRate;
 
 /// Answered calls whose socket never came are forgotten after this long.
 const PENDING_TTL: Duration = Duration::from_secs(120);
+/// How long a finished call is remembered for late events (`completed` after `disconnected`).
+const LATE_EVENT_TTL: Duration = Duration::from_secs(30);
 
 /// Shared server state. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -72,6 +74,7 @@ pub struct CallEntry {
     answered_at: Instant,
     socket: Option<watch::Sender<Option<EndReason>>>,
     ended: bool,
+    closed_at: Option<Instant>,
     /// Nonce of the media token that may still open the socket (consumed on use).
     media_nonce: Option<u64>,
 }
@@ -97,6 +100,7 @@ impl CallEntry {
             answered_at: Instant::now(),
             socket: None,
             ended: false,
+            closed_at: None,
             media_nonce: None,
         }
     }
@@ -210,10 +214,26 @@ impl AppState {
         }
         let max = self.inner.config.max_calls;
         let mut calls = self.calls();
-        if calls.len() >= max.saturating_mul(2).saturating_add(16) {
+        if calls.len() >= max {
+            // Over the live limit: forget calls that are over, except for a short while so late
+            // events still find them, and answered calls whose socket never came.
             let now = Instant::now();
             calls.retain(|_, e| {
-                e.socket.is_some() || now.duration_since(e.answered_at) < PENDING_TTL
+                e.socket.is_some()
+                    || match e.closed_at {
+                        Some(t) => now.duration_since(t) < LATE_EVENT_TTL,
+                        None => !e.ended && now.duration_since(e.answered_at) < PENDING_TTL,
+                    }
+            });
+        }
+        if calls.len() >= max.saturating_mul(2).saturating_add(16) {
+            // Still full: only live sockets and pending answers count against capacity.
+            let now = Instant::now();
+            calls.retain(|_, e| {
+                e.socket.is_some()
+                    || (e.closed_at.is_none()
+                        && !e.ended
+                        && now.duration_since(e.answered_at) < PENDING_TTL)
             });
             if calls.len() >= max.saturating_mul(2).saturating_add(16) {
                 return Err(ServerError::AtCapacity { max });
@@ -281,6 +301,7 @@ impl AppState {
             entry.media_nonce = None;
             entry.socket = Some(tx);
             entry.ended = false;
+            entry.closed_at = None;
             entry.clone()
         };
         m.calls.inc();
@@ -340,6 +361,7 @@ impl AppState {
         // The entry stays (without a socket) for late events; `register_call` prunes old ones.
         if let Some(e) = self.calls().get_mut(id) {
             e.socket = None;
+            e.closed_at = Some(Instant::now());
         }
     }
 }
