@@ -61,7 +61,7 @@ async fn fifty_calls_for_five_seconds() {
     // The calls are gone from the server.
     let t0 = tokio::time::Instant::now();
     while server.state.active_calls() > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "calls left over");
+        assert!(t0.elapsed() < Duration::from_secs(30), "calls left over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -370,7 +370,7 @@ async fn full_call(rate: SampleRate, clip_id: &str) {
     let t0 = Instant::now();
     while *seen_rx2.borrow_and_update() < 15 {
         assert!(
-            t0.elapsed() < Duration::from_secs(10),
+            t0.elapsed() < Duration::from_secs(30),
             "no echo within 10 s at {rate}"
         );
         tx.send(Message::binary(silence.clone())).await.unwrap();
@@ -459,7 +459,7 @@ async fn full_call(rate: SampleRate, clip_id: &str) {
             break;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
+            t0.elapsed() < Duration::from_secs(30),
             "active calls never returned to 0: {body}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -553,7 +553,7 @@ async fn limits_and_bad_sockets() {
         if server.state.active_calls() == 0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(t0.elapsed() < Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let silent_uri = media_uri(server.addr, "77777777-2222-3333-4444-555555555555").await;

@@ -311,7 +311,7 @@ async fn simulate_a_call_with_barge_in_against_the_server() {
     // The server saw the call end.
     let t0 = Instant::now();
     while server.state.active_calls() > 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "call left over");
+        assert!(t0.elapsed() < Duration::from_secs(30), "call left over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
