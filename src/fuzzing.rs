@@ -13,6 +13,10 @@
 //! * [`session_ops`]: the bytes as a small program for a whole [`Session`] and its
 //!   [`AgentLink`]: caller frames, text messages, agent writes, turns, marks, interrupts, clock
 //!   advances, transmits and reads (see [`session_ops`] for the encoding and the invariants).
+//! * [`webhook_body`]: the bytes as an event body, an answer body and an answer query, through
+//!   [`webhooks::parse_event`] and [`AnswerWebhook`].
+//! * [`jwt_verify`]: the bytes as an `Authorization` header and a body, or as the claims of a
+//!   token signed with the test secret, through [`WebhookVerifier`].
 //!
 //! # Why a byte interpreter and not `arbitrary`
 //!
@@ -44,6 +48,8 @@ use crate::core::link::AgentLink;
 use crate::core::session::{Session, TextRejected};
 use crate::core::vad::VadAggressiveness;
 use crate::vonage::media_protocol::{self, MediaEvent};
+use crate::vonage::signed_webhook::{self, JwtError, Payload, WebhookVerifier};
+use crate::vonage::webhooks::{self, AnswerWebhook};
 
 const CALL_RATES: [SampleRate; 3] = [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000];
 const AGENT_RATES: [SampleRate; 4] = [
@@ -857,4 +863,191 @@ pub fn session_ops(data: &[u8]) -> OpsSummary {
         "stats.barge_ins disagrees"
     );
     h.summary
+}
+
+/// The signature secret [`jwt_verify`] signs and verifies with (the §10.34 test secret).
+pub const JWT_FUZZ_SECRET: &str = "voicegate-test-signature-secret-0123456789abcdef";
+/// The clock [`jwt_verify`] verifies at (the §10.34 `iat`).
+pub const JWT_FUZZ_NOW: u64 = 1_741_947_331;
+
+/// `data` as webhook bodies: an event-URL body ([`webhooks::parse_event`]), an answer body
+/// ([`AnswerWebhook::from_json`]) and, read as `k=v&k=v` (lossy UTF-8), an answer query
+/// ([`AnswerWebhook::from_query_pairs`]).
+///
+/// Checks: no panic on any bytes; a body over [`webhooks::MAX_WEBHOOK_BODY`] is always
+/// `TooLarge`; an accepted body is a JSON object whose answer `uuid` is non-empty; every error
+/// and event kind displays.
+pub fn webhook_body(data: &[u8]) {
+    let too_large = data.len() > webhooks::MAX_WEBHOOK_BODY;
+    let event = webhooks::parse_event(data);
+    let answer = AnswerWebhook::from_json(data);
+    for e in [event.as_ref().err(), answer.as_ref().err()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = e.to_string();
+    }
+    if too_large {
+        assert!(
+            matches!(event, Err(webhooks::WebhookError::TooLarge { .. })),
+            "{event:?}"
+        );
+        assert!(
+            matches!(answer, Err(webhooks::WebhookError::TooLarge { .. })),
+            "{answer:?}"
+        );
+    }
+    if let Ok(ev) = &event {
+        assert!(!ev.kind().is_empty());
+        assert!(
+            matches!(
+                serde_json::from_slice::<serde_json::Value>(data),
+                Ok(serde_json::Value::Object(_))
+            ),
+            "an event from a body that is not a JSON object"
+        );
+    }
+    if let Ok(a) = &answer {
+        assert!(!a.uuid.is_empty(), "an answer without a uuid");
+    }
+    let text = String::from_utf8_lossy(data);
+    let pairs: Vec<(String, String)> = text
+        .split('&')
+        .take(256)
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.to_owned(), String::new()),
+        })
+        .collect();
+    if let Ok(a) = AnswerWebhook::from_query_pairs(pairs.clone()) {
+        assert!(!a.uuid.is_empty(), "an answer without a uuid");
+    }
+    let _ = signed_webhook::query_json(&pairs);
+}
+
+/// `data` as input to the signed-webhook verifier ([`WebhookVerifier`]).
+///
+/// Byte 0 picks the mode, the rest is split at the first `0x00` into a token part and a body:
+///
+/// * even byte 0: the token part (lossy UTF-8) is an `Authorization` header value, verified
+///   against the body (odd bit 1: as a GET query `k=v&…` instead);
+/// * odd byte 0: the token part is the *claims segment* of a token that this function signs
+///   with [`JWT_FUZZ_SECRET`] under an `HS256` header (bit 2 set: under a header of the fuzzed
+///   algorithm name in byte 1), so the fuzzer reaches the claim checks behind the signature.
+///
+/// Checks: no panic; a token is only accepted when its header says `HS256`, its claims are a
+/// JSON object with `iss == "Vonage"` and an `iat` inside the window, and its `payload_hash`
+/// matches a non-empty body; an error never contains the token; a wrong secret never verifies.
+pub fn jwt_verify(data: &[u8]) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::{Hmac, Mac};
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (token_part, body) = match rest.iter().position(|&b| b == 0) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &[][..]),
+    };
+    let verifier = WebhookVerifier::new(JWT_FUZZ_SECRET);
+    let pairs: Vec<(String, String)> = String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .take(64)
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.to_owned(), String::new()),
+        })
+        .collect();
+    let payload = if mode & 2 != 0 {
+        Payload::Query(&pairs)
+    } else {
+        Payload::Body(body)
+    };
+    let token = if mode & 1 == 0 {
+        let header = String::from_utf8_lossy(token_part).into_owned();
+        let r = verifier.verify_header(Some(header.as_bytes()), payload, JWT_FUZZ_NOW);
+        if let Ok(t) = signed_webhook::bearer_token(Some(header.as_bytes())) {
+            check_jwt_outcome(&verifier, t, &r, payload);
+        }
+        return;
+    } else {
+        let alg = if mode & 4 != 0 {
+            const ALGS: [&str; 8] = [
+                "HS256", "none", "RS256", "HS512", "ES256", "NONE", "hs256", "PS256",
+            ];
+            ALGS[usize::from(rest.first().copied().unwrap_or(0)) % ALGS.len()]
+        } else {
+            "HS256"
+        };
+        let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+        let c = URL_SAFE_NO_PAD.encode(token_part);
+        let signing_input = format!("{h}.{c}");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(JWT_FUZZ_SECRET.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(signing_input.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{sig}")
+    };
+    let r = verifier.verify(&token, payload, JWT_FUZZ_NOW);
+    check_jwt_outcome(&verifier, &token, &r, payload);
+    // The same token under another secret never verifies.
+    let other = WebhookVerifier::new("not-the-secret");
+    assert!(
+        other.verify(&token, payload, JWT_FUZZ_NOW).is_err(),
+        "verified under the wrong secret"
+    );
+}
+
+fn check_jwt_outcome(
+    verifier: &WebhookVerifier,
+    token: &str,
+    r: &Result<signed_webhook::VerifiedToken, JwtError>,
+    payload: Payload<'_>,
+) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    match r {
+        Err(e) => {
+            let shown = format!("{e} {e:?} {}", e.reason());
+            for part in token.split('.').filter(|p| p.len() >= 8) {
+                assert!(!shown.contains(part), "an error shows the token: {shown}");
+            }
+        }
+        Ok(v) => {
+            // serde_json skips the strings of ignored fields without checking their UTF-8, so a
+            // verified token may carry invalid UTF-8 there (crash-claims-invalid-utf8): read the
+            // segments lossily, which keeps the JSON structure.
+            let json = |seg: Option<&str>| {
+                seg.and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+                    .and_then(|b| {
+                        serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(&b)).ok()
+                    })
+            };
+            let mut parts = token.split('.');
+            let header = json(parts.next()).expect("an accepted token has a JSON header");
+            assert_eq!(header["alg"], "HS256", "accepted alg {}", header["alg"]);
+            let claims = json(parts.next()).expect("an accepted token has JSON claims");
+            assert_eq!(claims["iss"], signed_webhook::ISSUER);
+            let window = verifier.replay_window().as_secs();
+            assert!(
+                v.iat <= JWT_FUZZ_NOW + 30 && JWT_FUZZ_NOW - v.iat.min(JWT_FUZZ_NOW) <= window,
+                "iat {} outside the window",
+                v.iat
+            );
+            let needs_hash = match payload {
+                Payload::Body(b) => !b.iter().all(u8::is_ascii_whitespace),
+                Payload::Query(q) => !q.is_empty(),
+                Payload::Unchecked => false,
+            };
+            if needs_hash {
+                assert!(
+                    claims["payload_hash"].is_string(),
+                    "a body accepted without payload_hash"
+                );
+            }
+        }
+    }
 }

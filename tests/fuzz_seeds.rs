@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The hand-made seeds are defined here ([`frame_parse_seeds`], [`ws_text_seeds`],
-//! [`session_ops_seeds`]); `write_seeds` writes them as `seed-*` files and the replay test
+//! [`session_ops_seeds`], [`webhook_body_seeds`], [`jwt_verify_seeds`]); `write_seeds` writes them as `seed-*` files and the replay test
 //! checks that the files on disk still match, and that each `session_ops` seed exercises what
 //! its name says (a barge-in seed must barge in, an echo-only seed must not). Crash inputs found
 //! by the fuzzer are committed next to them as `crash-*` files and simply replayed.
@@ -126,6 +126,141 @@ fn ws_text_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("truncated", t(r#"{"event":"websocket:dt"#)),
         ("not-utf8", vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']),
         ("deep-nesting", t(&"[".repeat(300))),
+    ]
+}
+
+fn vector(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/vectors")
+        .join(name);
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+/// Webhook bodies: every answer and event vector of §10 (and the X vectors), the §10.1 query,
+/// and hostile ones.
+fn webhook_body_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-answer-") || n.contains("-event-") || n.starts_with("x0"))
+        .collect();
+    names.sort();
+    for name in names {
+        let v = vector(&name);
+        if let Some(line) = v["http_request_line"].as_str() {
+            let query = line
+                .split(' ')
+                .nth(1)
+                .and_then(|p| p.split_once('?'))
+                .map(|x| x.1);
+            if let Some(q) = query {
+                seeds.push((
+                    format!("{}-query", name.trim_end_matches(".json")),
+                    q.as_bytes().to_vec(),
+                ));
+            }
+        }
+        if v["content"].is_object() {
+            seeds.push((
+                name.trim_end_matches(".json").to_owned(),
+                v["content"].to_string().into_bytes(),
+            ));
+        }
+    }
+    let t = |s: &str| s.as_bytes().to_vec();
+    seeds.push((
+        "answer-missing-uuid".into(),
+        t(r#"{"to":"447700900000","from":"447700900123"}"#),
+    ));
+    seeds.push((
+        "answer-uuid-number".into(),
+        t(r#"{"uuid":42,"conversation_uuid":"CON-1"}"#),
+    ));
+    seeds.push(("event-unknown-kind".into(), t(r#"{"something":"new"}"#)));
+    seeds.push((
+        "event-status-number".into(),
+        t(r#"{"uuid":"a","status":7}"#),
+    ));
+    seeds.push((
+        "deep-nesting".into(),
+        t(&format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200))),
+    ));
+    seeds.push((
+        "not-utf8".into(),
+        vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}'],
+    ));
+    seeds.push(("array".into(), t("[1,2,3]")));
+    seeds.push(("whitespace".into(), t(" \n\t ")));
+    seeds
+}
+
+/// Signed-webhook verifier inputs (see `voicegate::fuzzing::jwt_verify` for the encoding):
+/// the §10.34 request, its negative cases, `alg: none` and `RS256` tokens, and claim sets
+/// signed by the harness.
+fn jwt_verify_seeds() -> Vec<(String, Vec<u8>)> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let v = vector("34-signed-webhook.json");
+    let c = &v["content"];
+    let auth = c["request"]["headers"]["Authorization"].as_str().unwrap();
+    let body = c["request"]["body"].as_str().unwrap();
+    let altered = c["negative"][1]["body"].as_str().unwrap();
+    let token = auth.strip_prefix("Bearer ").unwrap();
+    let claims_b64 = token.split('.').nth(1).unwrap();
+    let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(claims_b64).unwrap()).unwrap();
+    let unsigned = |alg: &str| {
+        format!(
+            "Bearer {}.{}.",
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#)),
+            claims_b64
+        )
+    };
+    let header_mode = |mode: u8, header: &str, body: &str| {
+        let mut b = vec![mode];
+        b.extend(header.as_bytes());
+        b.push(0);
+        b.extend(body.as_bytes());
+        b
+    };
+    let fresh_claims = r#"{"iat":1741947331,"jti":"j-1","iss":"Vonage","payload_hash":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","api_key":"k"}"#;
+    vec![
+        ("10.34-valid".into(), header_mode(0, auth, body)),
+        ("10.34-body-altered".into(), header_mode(0, auth, altered)),
+        ("alg-none".into(), header_mode(0, &unsigned("none"), body)),
+        ("alg-rs256".into(), header_mode(0, &unsigned("RS256"), body)),
+        (
+            "not-bearer".into(),
+            header_mode(0, &format!("Basic {token}"), body),
+        ),
+        (
+            "query-get".into(),
+            header_mode(2, auth, "to=447700900000&from=447700900001&uuid=abc"),
+        ),
+        ("signed-10.34-claims".into(), header_mode(1, &claims, body)),
+        (
+            "signed-fresh-no-body".into(),
+            header_mode(1, fresh_claims, ""),
+        ),
+        (
+            "signed-exp-nbf".into(),
+            header_mode(
+                1,
+                r#"{"iat":1741947331,"iss":"Vonage","exp":1741947000,"nbf":1}"#,
+                "",
+            ),
+        ),
+        (
+            "signed-stale".into(),
+            header_mode(1, r#"{"iat":1741940000,"iss":"Vonage"}"#, ""),
+        ),
+        (
+            "signed-float-iat".into(),
+            header_mode(1, r#"{"iat":1741947331.5,"iss":"Vonage"}"#, ""),
+        ),
+        ("signed-not-object".into(), header_mode(1, "[1,2]", "")),
+        ("signed-alg-choice".into(), header_mode(5, &claims, body)),
     ]
 }
 
@@ -273,6 +408,44 @@ fn session_ops_corpus() {
 }
 
 #[test]
+fn webhook_body_corpus() {
+    let files = corpus("webhook_body");
+    assert!(files.len() >= webhook_body_seeds().len());
+    for (name, data) in &files {
+        eprintln!("webhook_body {name}");
+        fuzzing::webhook_body(data);
+    }
+}
+
+#[test]
+fn jwt_verify_corpus() {
+    let files = corpus("jwt_verify");
+    assert!(files.len() >= jwt_verify_seeds().len());
+    for (name, data) in &files {
+        eprintln!("jwt_verify {name}");
+        fuzzing::jwt_verify(data);
+    }
+}
+
+#[test]
+fn signed_webhook_seeds_on_disk_match() {
+    for (target, seeds) in [
+        ("webhook_body", webhook_body_seeds()),
+        ("jwt_verify", jwt_verify_seeds()),
+    ] {
+        for (name, bytes) in seeds {
+            let path = corpus_dir(target).join(format!("seed-{name}"));
+            assert_eq!(
+                fs::read(&path).ok().as_deref(),
+                Some(&bytes[..]),
+                "{} is stale: run write_seeds",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn seeds_on_disk_match_and_do_what_they_say() {
     for (target, seeds) in [
         ("frame_parse", frame_parse_seeds()),
@@ -311,6 +484,15 @@ fn write_seeds() {
     for (target, seeds) in [
         ("frame_parse", frame_parse_seeds()),
         ("ws_text", ws_text_seeds()),
+    ] {
+        fs::create_dir_all(corpus_dir(target)).unwrap();
+        for (name, bytes) in seeds {
+            fs::write(corpus_dir(target).join(format!("seed-{name}")), bytes).unwrap();
+        }
+    }
+    for (target, seeds) in [
+        ("webhook_body", webhook_body_seeds()),
+        ("jwt_verify", jwt_verify_seeds()),
     ] {
         fs::create_dir_all(corpus_dir(target)).unwrap();
         for (name, bytes) in seeds {
