@@ -22,7 +22,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use server_support::{TestServer, Ws, answer, config_at, http_get, media_uri, metric, start};
+use server_support::{
+    TestServer, Ws, answer, config_at, http_get, media_uri, metric, parse_response, start,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -118,14 +120,7 @@ async fn http(
     let _ = s.write_all(body).await;
     let mut buf = Vec::new();
     let _ = timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    parse_response(&buf)
 }
 
 async fn post_json(addr: SocketAddr, path: &str, body: &[u8], auth: Option<String>) -> u16 {

@@ -50,7 +50,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_response(&buf)
+}
+
+/// Splits a raw HTTP/1.1 response into (status, body); status 0 when there is none.
+pub fn parse_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split(' ')
