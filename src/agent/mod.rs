@@ -203,6 +203,21 @@ pub enum AgentEvent {
     /// The caller talked over the agent: playback was cleared and the rest of `turn` will be
     /// discarded until the agent starts a new turn.
     BargeIn(BargeIn),
+    /// Two-stage barge-in: the caller may be talking over the agent; playback of `turn` is
+    /// paused (nothing discarded). A [`AgentEvent::BargeIn`] or [`AgentEvent::FalseInterruption`]
+    /// follows. An agent that streams from a model may hold off generating meanwhile.
+    Paused {
+        /// The paused turn.
+        turn: TurnId,
+    },
+    /// Two-stage barge-in: it was not an interruption (a backchannel, a cough); playback of
+    /// `turn` resumed where it paused, after `paused` of silence.
+    FalseInterruption {
+        /// The resumed turn.
+        turn: TurnId,
+        /// Silence the caller heard.
+        paused: Duration,
+    },
     /// A key press.
     Dtmf {
         /// The key.

@@ -145,6 +145,19 @@ pub fn level_dbfs(samples: &[i16]) -> f32 {
     power_to_dbfs(mean_power(samples))
 }
 
+/// Level of a frame of L16 (little-endian) bytes, dBFS; a trailing odd byte is ignored.
+pub fn level_dbfs_bytes(bytes: &[u8]) -> f32 {
+    let n = bytes.len() / 2;
+    if n == 0 {
+        return SILENCE_DBFS;
+    }
+    let sum: f64 = bytes
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])).powi(2))
+        .sum();
+    power_to_dbfs((sum / n as f64 / (32_768.0 * 32_768.0)) as f32)
+}
+
 /// The floor used for digital silence.
 pub const SILENCE_DBFS: f32 = -100.0;
 

@@ -13,7 +13,7 @@
 
 use super::audio::dbfs_to_power;
 use super::audio::power_to_dbfs;
-use super::config::BargeInConfig;
+use super::config::{BargeInConfig, BargeInMode};
 use super::vad::{FrameFeatures, frames_of};
 
 /// Whether a frame is caller speech: voiced, `snr_min_db` above the noise floor, and
@@ -24,7 +24,19 @@ pub fn is_caller_speech(
     snr_min_db: f32,
     echo_margin_db: f32,
 ) -> bool {
-    if !f.voiced || f.snr_db() < snr_min_db {
+    f.voiced && is_unexplained_energy(f, echo_dbfs, snr_min_db, echo_margin_db)
+}
+
+/// Whether a frame holds energy that neither the noise floor nor the bot's echo explains:
+/// `snr_min_db` above the floor and `echo_margin_db` above echo and noise together. Voiced or
+/// not: the first frame of a word often is not yet, and this is the early evidence.
+pub fn is_unexplained_energy(
+    f: &FrameFeatures,
+    echo_dbfs: f32,
+    snr_min_db: f32,
+    echo_margin_db: f32,
+) -> bool {
+    if f.snr_db() < snr_min_db {
         return false;
     }
     let explained = power_to_dbfs(dbfs_to_power(echo_dbfs) + dbfs_to_power(f.noise_floor_dbfs));
@@ -40,37 +52,176 @@ pub struct Decision {
     pub speech_frames: u32,
 }
 
-/// Counts caller speech while the bot plays and decides when it is an interruption.
+/// What the detector concluded from one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing changed.
+    Nothing,
+    /// Two-stage: the caller may be talking; pause the bot. `onset_frames_ago` counts back to
+    /// the first frame of the unexplained energy (0 = this frame).
+    Suspect {
+        /// Frames since the suspicion's first frame.
+        onset_frames_ago: u32,
+    },
+    /// The caller is talking over the bot: clear and discard the turn.
+    Confirm(Decision),
+    /// Two-stage: the suspicion died (a backchannel, a cough, a door); resume the bot.
+    Release {
+        /// Frames from the suspicion to its release.
+        suspected_frames: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Counting evidence while the bot plays.
+    Watching,
+    /// Two-stage: the bot is paused; the episode is still open.
+    Suspecting {
+        frames: u32,
+        speech: u32,
+        quiet: u32,
+        onset_frames_ago: u32,
+    },
+}
+
+/// Counts caller evidence while the bot plays and decides when it is an interruption, in one
+/// stage or two (see [`BargeInMode`]).
+///
+/// Per frame it takes two answers: `energy` (cheap and early: caller energy the echo model and
+/// the noise floor do not explain, and not a tone) and `speech` (the stricter
+/// [`is_caller_speech`], voiced). Suspicion needs `suspect` frames of energy in a row; confirmation
+/// counts speech frames inside the episode; release needs `release` frames of neither.
 #[derive(Debug, Clone)]
 pub struct BargeInDetector {
     enabled: bool,
+    mode: BargeInMode,
     min_frames: u32,
+    suspect_frames: u32,
+    confirm_frames: u32,
+    release_frames: u32,
     armed: bool,
+    stage: Stage,
+    /// Speech frames of the last released episode, and frames since its release: a new
+    /// suspicion soon after carries them on (a caller who barges in pauses between words; a
+    /// backchannel is alone).
+    chain_speech: u32,
+    chain_frames: u32,
+    since_release: u32,
     run: u32,
     span: u32,
     gap: u32,
 }
+
+/// An episode that neither confirms nor releases within this many frames of its confirmation
+/// length is released: whatever it is (steady noise the floor has not caught up with), it is
+/// not a caller who keeps talking.
+const EPISODE_SLACK_FRAMES: u32 = 15;
+
+/// A suspicion that starts within this many frames (300 ms) of the last release continues its
+/// count of speech (see [`BargeInDetector`]).
+const CHAIN_GAP_FRAMES: u32 = 15;
 
 impl BargeInDetector {
     /// A detector with `config`'s thresholds.
     pub fn new(config: &BargeInConfig) -> Self {
         Self {
             enabled: config.enabled,
+            mode: config.mode,
             min_frames: frames_of(config.min_speech),
+            suspect_frames: frames_of(config.suspect),
+            confirm_frames: frames_of(config.confirm),
+            release_frames: frames_of(config.release),
             armed: true,
+            stage: Stage::Watching,
+            chain_speech: 0,
+            chain_frames: 0,
+            since_release: u32::MAX,
             run: 0,
             span: 0,
             gap: 0,
         }
     }
 
-    /// Feeds one frame. `speech` is [`is_caller_speech`]; `bot_playing` whether the caller can
-    /// hear the bot (or its echo tail) now.
-    pub fn update(&mut self, speech: bool, bot_playing: bool) -> Option<Decision> {
+    /// Feeds one frame. `energy` and `speech` are the frame's evidence (see the type's docs);
+    /// `bot_playing` whether the caller can hear the bot now. While a suspicion is open the bot
+    /// is paused, so `bot_playing` is not consulted until it closes.
+    pub fn update(&mut self, energy: bool, speech: bool, bot_playing: bool) -> Verdict {
+        if let Stage::Suspecting {
+            frames,
+            speech: n,
+            quiet,
+            onset_frames_ago,
+        } = self.stage
+        {
+            let frames = frames + 1;
+            let n = n + u32::from(speech);
+            let quiet = if energy || speech { 0 } else { quiet + 1 };
+            if n >= self.confirm_frames {
+                self.armed = false;
+                self.stage = Stage::Watching;
+                self.reset_run();
+                return Verdict::Confirm(Decision {
+                    onset_frames_ago: onset_frames_ago + frames,
+                    speech_frames: n,
+                });
+            }
+            if quiet >= self.release_frames || frames >= self.confirm_frames + EPISODE_SLACK_FRAMES
+            {
+                self.stage = Stage::Watching;
+                self.reset_run();
+                self.chain_speech = n;
+                self.chain_frames = onset_frames_ago + frames;
+                self.since_release = 0;
+                return Verdict::Release {
+                    suspected_frames: frames,
+                };
+            }
+            self.stage = Stage::Suspecting {
+                frames,
+                speech: n,
+                quiet,
+                onset_frames_ago,
+            };
+            return Verdict::Nothing;
+        }
+        self.since_release = self.since_release.saturating_add(1);
         if !self.enabled || !self.armed || !bot_playing {
             self.reset_run();
-            return None;
+            return Verdict::Nothing;
         }
+        match self.mode {
+            BargeInMode::OneStage => self.update_one_stage(speech),
+            BargeInMode::TwoStage => {
+                if energy || speech {
+                    self.run += 1;
+                    self.span += 1;
+                } else {
+                    self.reset_run();
+                }
+                if self.run >= self.suspect_frames {
+                    let mut onset_frames_ago = self.span - 1;
+                    let mut speech_so_far = u32::from(speech);
+                    if self.since_release <= CHAIN_GAP_FRAMES {
+                        // The same caller, still going: count on from the last episode.
+                        speech_so_far += self.chain_speech;
+                        onset_frames_ago += self.since_release + self.chain_frames;
+                    }
+                    self.stage = Stage::Suspecting {
+                        frames: 0,
+                        speech: speech_so_far,
+                        quiet: 0,
+                        onset_frames_ago,
+                    };
+                    self.reset_run();
+                    return Verdict::Suspect { onset_frames_ago };
+                }
+                Verdict::Nothing
+            }
+        }
+    }
+
+    fn update_one_stage(&mut self, speech: bool) -> Verdict {
         if speech {
             self.run += 1;
             self.span += 1 + self.gap;
@@ -82,7 +233,7 @@ impl BargeInDetector {
                     speech_frames: self.run,
                 };
                 self.reset_run();
-                return Some(d);
+                return Verdict::Confirm(d);
             }
         } else if self.run > 0 {
             self.gap += 1;
@@ -90,17 +241,34 @@ impl BargeInDetector {
                 self.reset_run();
             }
         }
-        None
+        Verdict::Nothing
     }
 
-    /// Speech frames counted so far in the current run.
+    /// Whether a suspicion is open (the bot is paused on its account).
+    pub fn is_suspecting(&self) -> bool {
+        matches!(self.stage, Stage::Suspecting { .. })
+    }
+
+    /// Speech frames counted so far in the current run or episode.
     pub fn run_frames(&self) -> u32 {
-        self.run
+        match self.stage {
+            Stage::Suspecting { speech, .. } => speech,
+            Stage::Watching => self.run,
+        }
     }
 
-    /// Arms the detector for a new bot turn.
+    /// Arms the detector for a new bot turn. An open suspicion stays open.
     pub fn rearm(&mut self) {
+        self.since_release = u32::MAX;
         self.armed = true;
+        if !self.is_suspecting() {
+            self.reset_run();
+        }
+    }
+
+    /// Closes any open suspicion without a verdict (the turn it paused is gone).
+    pub fn abandon(&mut self) {
+        self.stage = Stage::Watching;
         self.reset_run();
     }
 
@@ -163,48 +331,125 @@ mod tests {
     #[test]
     fn fires_once_after_min_speech_and_rearms_per_turn() {
         let cfg = BargeInConfig {
-            enabled: true,
+            mode: BargeInMode::OneStage,
             min_speech: Duration::from_millis(80),
             echo_margin_db: 6.0,
+            ..BargeInConfig::default()
         };
         let mut d = BargeInDetector::new(&cfg);
-        assert_eq!(d.update(true, true), None);
-        assert_eq!(d.update(true, true), None);
-        assert_eq!(d.update(false, true), None);
-        assert_eq!(d.update(true, true), None);
+        assert_eq!(d.update(true, true, true), Verdict::Nothing);
+        assert_eq!(d.update(true, true, true), Verdict::Nothing);
+        assert_eq!(d.update(false, false, true), Verdict::Nothing);
+        assert_eq!(d.update(true, true, true), Verdict::Nothing);
         assert_eq!(
-            d.update(true, true),
-            Some(Decision {
+            d.update(true, true, true),
+            Verdict::Confirm(Decision {
                 onset_frames_ago: 4,
                 speech_frames: 4
             })
         );
         for _ in 0..10 {
-            assert_eq!(d.update(true, true), None);
+            assert_eq!(d.update(true, true, true), Verdict::Nothing);
         }
         d.rearm();
         for _ in 0..3 {
-            d.update(true, true);
+            d.update(true, true, true);
         }
-        assert!(d.update(true, true).is_some());
+        assert!(matches!(d.update(true, true, true), Verdict::Confirm(_)));
     }
 
     #[test]
     fn never_fires_while_the_bot_is_silent_or_disabled() {
         let cfg = BargeInConfig {
-            enabled: true,
+            mode: BargeInMode::OneStage,
             ..BargeInConfig::default()
         };
         let mut d = BargeInDetector::new(&cfg);
         for _ in 0..50 {
-            assert_eq!(d.update(true, false), None);
+            assert_eq!(d.update(true, true, false), Verdict::Nothing);
         }
         let mut off = BargeInDetector::new(&BargeInConfig {
             enabled: false,
             ..cfg
         });
         for _ in 0..50 {
-            assert_eq!(off.update(true, true), None);
+            assert_eq!(off.update(true, true, true), Verdict::Nothing);
         }
+    }
+
+    fn two_stage() -> BargeInDetector {
+        BargeInDetector::new(&BargeInConfig {
+            suspect: Duration::from_millis(40),
+            confirm: Duration::from_millis(200),
+            release: Duration::from_millis(60),
+            ..BargeInConfig::default()
+        })
+    }
+
+    #[test]
+    fn two_stage_suspects_early_and_confirms_on_sustained_speech() {
+        let mut d = two_stage();
+        assert_eq!(d.update(true, false, true), Verdict::Nothing);
+        assert_eq!(
+            d.update(true, false, true),
+            Verdict::Suspect {
+                onset_frames_ago: 1
+            }
+        );
+        assert!(d.is_suspecting());
+        // The bot is paused now, so the reference goes quiet: the episode goes on regardless.
+        for _ in 0..9 {
+            assert_eq!(d.update(true, true, false), Verdict::Nothing);
+        }
+        assert_eq!(
+            d.update(true, true, false),
+            Verdict::Confirm(Decision {
+                onset_frames_ago: 11,
+                speech_frames: 10
+            })
+        );
+        assert!(!d.is_suspecting());
+        assert!(!d.is_armed());
+    }
+
+    #[test]
+    fn two_stage_releases_a_short_sound_and_stays_armed() {
+        let mut d = two_stage();
+        d.update(true, true, true);
+        assert!(matches!(d.update(true, true, true), Verdict::Suspect { .. }));
+        // A 100 ms "mm-hm": 5 speech frames, then quiet.
+        for _ in 0..5 {
+            assert_eq!(d.update(true, true, false), Verdict::Nothing);
+        }
+        assert_eq!(d.update(false, false, false), Verdict::Nothing);
+        assert_eq!(d.update(false, false, false), Verdict::Nothing);
+        assert_eq!(
+            d.update(false, false, false),
+            Verdict::Release {
+                suspected_frames: 8
+            }
+        );
+        assert!(d.is_armed());
+        // Energy while the bot is silent never suspects.
+        for _ in 0..10 {
+            assert_eq!(d.update(true, true, false), Verdict::Nothing);
+        }
+    }
+
+    #[test]
+    fn two_stage_releases_an_episode_that_never_becomes_speech() {
+        let mut d = two_stage();
+        d.update(true, false, true);
+        d.update(true, false, true);
+        assert!(d.is_suspecting());
+        // Unexplained energy that is never voiced (steady noise): released after the slack.
+        let mut verdict = Verdict::Nothing;
+        for _ in 0..100 {
+            verdict = d.update(true, false, false);
+            if verdict != Verdict::Nothing {
+                break;
+            }
+        }
+        assert!(matches!(verdict, Verdict::Release { .. }), "{verdict:?}");
     }
 }

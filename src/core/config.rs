@@ -20,25 +20,60 @@ pub enum Forward {
     All,
 }
 
+/// How the session reacts to the caller talking over the bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BargeInMode {
+    /// Decide once: after [`BargeInConfig::min_speech`] of caller speech, clear playback and
+    /// discard the turn. Simple, but every cough long enough to trigger costs the bot its turn,
+    /// and a longer `min_speech` makes the bot talk over the caller for that long.
+    OneStage,
+    /// Decide twice (the default). **Suspect** after [`BargeInConfig::suspect`] of caller energy
+    /// the echo model cannot explain: *pause* the bot (stop handing frames to Vonage; the caller
+    /// stops hearing it once the pacing lead has played). **Confirm** once the episode holds
+    /// [`BargeInConfig::confirm`] of caller speech: clear and discard, as one-stage does.
+    /// **Release** after [`BargeInConfig::release`] without caller energy: resume the turn from
+    /// the frame where it paused and report a false interruption.
+    #[default]
+    TwoStage,
+}
+
 /// Barge-in (caller talks over the bot) parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BargeInConfig {
     /// Off: the caller can never interrupt the bot (the agent may still call `interrupt`).
     pub enabled: bool,
-    /// Caller speech needed, while the bot plays, before it counts as an interruption. Shorter
-    /// reacts faster; longer ignores more coughs and clicks.
+    /// One decision or two (suspect/pause, then confirm or release).
+    pub mode: BargeInMode,
+    /// One-stage: caller speech needed, while the bot plays, before it counts as an
+    /// interruption. Shorter reacts faster; longer ignores more coughs and clicks.
     pub min_speech: Duration,
     /// How far (dB) a frame must rise above the predicted echo plus noise to count as the
     /// caller rather than the bot's own voice coming back.
     pub echo_margin_db: f32,
+    /// Two-stage: unexplained caller energy (consecutive frames) that pauses the bot. Part of
+    /// what the caller waits before the bot goes quiet, with the pacing lead.
+    pub suspect: Duration,
+    /// Two-stage: caller speech within one suspicion that confirms the interruption. Longer
+    /// than a backchannel ("mm-hm", "yeah": under 400 ms), shorter than any real interruption.
+    pub confirm: Duration,
+    /// Two-stage: silence (no unexplained energy) that ends a suspicion and resumes the bot.
+    pub release: Duration,
+    /// Two-stage: on resume, play again this much of what the caller heard just before the
+    /// pause (0 = resume exactly where the pause began).
+    pub resume_rewind: Duration,
 }
 
 impl Default for BargeInConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            mode: BargeInMode::TwoStage,
             min_speech: Duration::from_millis(80),
             echo_margin_db: 4.0,
+            suspect: Duration::from_millis(40),
+            confirm: Duration::from_millis(400),
+            release: Duration::from_millis(100),
+            resume_rewind: Duration::ZERO,
         }
     }
 }
@@ -109,6 +144,10 @@ impl SessionConfig {
         check("preroll", self.preroll, 0, 2_000)?;
         check("lead", self.lead, 0, 1_000)?;
         check("bargein_min_speech", self.bargein.min_speech, 20, 5_000)?;
+        check("bargein_suspect", self.bargein.suspect, 20, 1_000)?;
+        check("bargein_confirm", self.bargein.confirm, 20, 5_000)?;
+        check("bargein_release", self.bargein.release, 20, 2_000)?;
+        check("bargein_resume_rewind", self.bargein.resume_rewind, 0, 1_000)?;
         check("inbound_buffer", self.inbound_buffer, 100, 60_000)?;
         check("outbound_buffer", self.outbound_buffer, 100, 60_000)?;
         if !(0.0..=40.0).contains(&self.snr_min_db) {

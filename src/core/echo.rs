@@ -2,50 +2,70 @@
 //!
 //! Phone lines without an echo canceller return the bot's audio 15–30 dB down (10 dB on a bad
 //! speakerphone) and 20–200 ms late, smeared by the line and the room. We know exactly what we
-//! played and when, so we keep the level envelope of the played reference (one value per 20 ms
-//! frame, aligned to the inbound timeline) and learn the echo path from it:
+//! played and when, so we keep the power envelope of the played reference (one value per 20 ms
+//! frame, aligned to the inbound timeline) and fit the echo path to it:
 //!
-//! * for every candidate bulk delay `d` (0 … `max_delay`, in frames) we track the running mean
-//!   and variance of `inbound level − reference level(t − d)` over frames where the reference was
-//!   active and the caller was not talking. A real echo path is "the same signal, attenuated", so
-//!   the right delay is the one where that difference is steadiest (lowest variance), and its mean
-//!   is the echo gain (minus the echo return loss);
-//! * the predicted echo level of a frame is the loudest reference level around that delay plus
-//!   the gain, with a decaying tail for the line's and the room's reverberation.
+//! ```text
+//!   inbound power(k) ≈ Σ_j g_j · reference power(k − j)  +  b        j = 0 … TAPS−1 (480 ms)
+//! ```
 //!
-//! Until the path is learned (about half a second of bot speech) the model assumes the worst
-//! case the product must survive: echo only [`UNLEARNED_GAIN_DB`] below the loudest reference
-//! frame of the whole delay window.
+//! a 24-tap filter on the power envelope (it covers any bulk delay up to 480 ms, a delay between
+//! two frame boundaries, the line's dispersion and a room's reverberation tail alike) plus a
+//! constant `b` for the noise, fitted by recursive least squares. The caller's voice and the
+//! line noise are uncorrelated with what the bot said, so they land in `b` and in the residual,
+//! not in the taps: a regression learns the echo even when it lies under the noise, where
+//! comparing levels frame by frame learns the noise instead. Frames far above the model's own
+//! prediction (the caller, once the model is trusted) are not learned from.
 //!
-//! Real-time: fixed-size arrays only; no allocation at all.
+//! The predicted echo level of a frame is the fitted echo power plus the typical spread of real
+//! echo frames around the fit (tracked in dB). Until about a second of bot audio has been fitted
+//! the model assumes the worst case the product must survive: echo only [`UNLEARNED_GAIN_DB`]
+//! below the loudest reference frame of the window, lowered by an observed bound.
+//!
+//! Cost: one rank-one update of a 25 × 25 matrix per frame of bot audio (≈ 2 k multiply-adds,
+//! `f64` for numerical safety over hour-long calls). Real-time: fixed-size arrays only.
 
 use std::time::Duration;
 
 use super::audio::{FRAME_MS, SILENCE_DBFS, dbfs_to_power, power_to_dbfs};
 
-/// Largest echo delay we model, in frames (400 ms: line + network + far-end buffering).
-pub const MAX_DELAY_FRAMES: usize = 20;
-/// History slots: the delay window plus the spread around the chosen delay.
-const HISTORY: usize = MAX_DELAY_FRAMES + 4;
+/// Taps of the envelope filter: 24 frames, 480 ms of delay plus tail.
+pub const TAPS: usize = 24;
+/// Largest echo delay we model, in frames (the filter's span).
+pub const MAX_DELAY_FRAMES: usize = TAPS - 1;
+/// Unknowns of the regression: the taps and the noise constant.
+const DIM: usize = TAPS + 1;
+/// Input standing for the noise constant (about the power of −20 dBFS, like the references).
+const BIAS_INPUT: f64 = 0.01;
 /// Reference frames quieter than this carry no usable echo information.
 const ACTIVE_REF_DBFS: f32 = -50.0;
 /// Assumed echo gain before the path is learned: a loud speakerphone echo.
 pub const UNLEARNED_GAIN_DB: f32 = -6.0;
-/// Frames of observation before the learned path is trusted.
-const MIN_OBSERVATIONS: u32 = 25;
-/// Weight of one new observation in the running statistics (time constant ≈ 40 frames).
-const ALPHA: f32 = 0.025;
-/// How fast the predicted tail decays after the reference stops, dB per frame
-/// (30 dB per 100 ms: the line's dispersion and a small room; the learned spread covers more).
-const TAIL_DECAY_DB: f32 = 6.0;
-
-/// How many standard deviations of the learned echo-to-reference ratio the prediction adds:
-/// the echo of one frame varies around the mean (dispersion, the line's nonlinearity, sampling
-/// the envelope at 20 ms), and an echo frame louder than predicted looks like the caller.
+/// Frames of fitting before the learned path is trusted (1 s of bot audio).
+const MIN_UPDATES: u32 = 50;
+/// Step size of the normalised LMS fit (0 < μ < 2; 0.3 converges within a second of bot speech
+/// and averages the caller's and the noise's disturbance over a few seconds).
+const MU: f64 = 0.3;
+/// Step size once the fit is trusted: paths change slowly, and what is left to learn from is
+/// mostly disturbance.
+const MU_TRACKING: f64 = 0.05;
+/// Once trusted, an error above the prediction is capped at this multiple of it (+3 dB), so a
+/// caller the detector has not yet caught cannot drag the model up to their level.
+const POSITIVE_ERROR_CAP: f64 = 1.0;
+/// Keeps the normalisation finite when the reference is silent (powers are full scale = 1).
+const NORM_FLOOR: f64 = 1e-9;
+/// Once trusted, a frame more than this far above the model's full prediction (echo plus noise
+/// constant) is taken for the caller and not learned from, dB.
+const OUTLIER_DB: f32 = 6.0;
+/// How many standard deviations of the real echo's spread around the fit the prediction adds.
 const SPREAD_WEIGHT: f32 = 1.0;
+/// Spread assumed before it is measured, dB.
+const INITIAL_SPREAD_DB: f32 = 4.0;
+/// Weight of one frame in the spread statistics (time constant ≈ 40 frames).
+const ALPHA: f32 = 0.025;
 
-/// A reference frame this loud (dBFS) bounds the echo gain (bot speech is active at −22…−18
-/// dBFS, so its loud frames pass this).
+/// A reference frame this loud (dBFS) bounds the echo gain before the fit is trusted (bot
+/// speech is active at −22…−18 dBFS, so its loud frames pass this).
 const LOUD_REF_DBFS: f32 = -22.0;
 /// Frames of bot audio before the observed gain bound replaces the worst case (200 ms).
 const MIN_BOUND_FRAMES: u32 = 10;
@@ -53,28 +73,34 @@ const MIN_BOUND_FRAMES: u32 = 10;
 const BOUND_DECAY_DB: f32 = 0.1;
 /// Margin over the observed bound.
 const BOUND_MARGIN_DB: f32 = 3.0;
+/// How fast the unlearned prediction's tail decays after the reference stops, dB per frame.
+const TAIL_DECAY_DB: f32 = 6.0;
 
 /// The learned echo path.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EchoPath {
-    /// Bulk delay of the echo behind the played reference.
+    /// Bulk delay of the echo behind the played reference (the strongest tap).
     pub delay: Duration,
-    /// Echo level minus reference level, dB (negative: the echo return loss).
+    /// Echo power over reference power, all taps together, dB (negative: the echo return loss).
     pub gain_db: f32,
-    /// Standard deviation of that difference, dB: how well the model explains the echo.
+    /// Standard deviation of real echo frames around the fit, dB.
     pub spread_db: f32,
 }
 
 /// Tracks the played reference and predicts the echo in each inbound frame.
 #[derive(Debug, Clone)]
 pub struct EchoModel {
-    /// Reference level per frame, dBFS; `ref_db[head]` is the current frame.
-    ref_db: [f32; HISTORY],
+    /// Reference power per frame (full scale = 1); `ref_pow[head]` is the current frame.
+    ref_pow: [f32; TAPS],
     head: usize,
-    mean: [f32; MAX_DELAY_FRAMES + 1],
-    mean_sq: [f32; MAX_DELAY_FRAMES + 1],
-    count: [u32; MAX_DELAY_FRAMES + 1],
-    best: Option<usize>,
+    /// The fit: taps, then the noise constant.
+    w: [f64; DIM],
+    updates: u32,
+    spread_mean: f32,
+    spread_sq: f32,
+    spread_n: u32,
+    /// The fitted echo power of the current frame (without the spread), full scale = 1.
+    echo_pow: f32,
     tail_db: f32,
     last_prediction_db: f32,
     bound_db: f32,
@@ -91,12 +117,14 @@ impl EchoModel {
     /// A model that has heard nothing yet.
     pub fn new() -> Self {
         Self {
-            ref_db: [SILENCE_DBFS; HISTORY],
+            ref_pow: [0.0; TAPS],
             head: 0,
-            mean: [0.0; MAX_DELAY_FRAMES + 1],
-            mean_sq: [0.0; MAX_DELAY_FRAMES + 1],
-            count: [0; MAX_DELAY_FRAMES + 1],
-            best: None,
+            w: [0.0; DIM],
+            updates: 0,
+            spread_mean: 0.0,
+            spread_sq: INITIAL_SPREAD_DB * INITIAL_SPREAD_DB,
+            spread_n: 0,
+            echo_pow: 0.0,
             tail_db: SILENCE_DBFS,
             last_prediction_db: SILENCE_DBFS,
             bound_db: UNLEARNED_GAIN_DB,
@@ -105,38 +133,55 @@ impl EchoModel {
     }
 
     fn ref_at(&self, delay: usize) -> f32 {
-        self.ref_db[(self.head + HISTORY - delay) % HISTORY]
+        self.ref_pow[(self.head + TAPS - delay) % TAPS]
+    }
+
+    fn ref_db_at(&self, delay: usize) -> f32 {
+        power_to_dbfs(self.ref_at(delay))
+    }
+
+    /// The regression input of the current frame.
+    fn input(&self) -> [f64; DIM] {
+        let mut x = [0.0; DIM];
+        for (j, v) in x.iter_mut().take(TAPS).enumerate() {
+            *v = f64::from(self.ref_at(j));
+        }
+        x[TAPS] = BIAS_INPUT;
+        x
+    }
+
+    fn is_trusted(&self) -> bool {
+        self.updates >= MIN_UPDATES
     }
 
     /// Advances one frame: `played_dbfs` is the level of the bot audio being played to the
     /// caller during this inbound frame ([`SILENCE_DBFS`] when nothing plays). Returns the
     /// predicted echo level in this frame, dBFS.
     pub fn push_reference(&mut self, played_dbfs: f32) -> f32 {
-        self.head = (self.head + 1) % HISTORY;
-        self.ref_db[self.head] = played_dbfs;
-        let direct = match self.best {
-            Some(d) => {
-                // The envelope is sampled every 20 ms while the true delay is arbitrary and the
-                // path disperses, so take the loudest frame around the learned delay.
-                let lo = d.saturating_sub(1);
-                let hi = (d + 1).min(HISTORY - 1);
-                let peak = (lo..=hi)
-                    .map(|k| self.ref_at(k))
-                    .fold(SILENCE_DBFS, f32::max);
-                peak + self.mean[d] + SPREAD_WEIGHT * self.spread_db(d)
-            }
-            None => {
-                let peak = (0..=MAX_DELAY_FRAMES)
-                    .map(|k| self.ref_at(k))
-                    .fold(SILENCE_DBFS, f32::max);
-                peak + self.unlearned_gain_db()
-            }
+        self.head = (self.head + 1) % TAPS;
+        self.ref_pow[self.head] = if played_dbfs <= SILENCE_DBFS {
+            0.0
+        } else {
+            dbfs_to_power(played_dbfs)
         };
-        self.tail_db = direct.max(self.tail_db - TAIL_DECAY_DB);
-        self.last_prediction_db = if self.tail_db < SILENCE_DBFS + 10.0 {
+        let fitted: f64 = (0..TAPS)
+            .map(|j| self.w[j] * f64::from(self.ref_at(j)))
+            .sum();
+        self.echo_pow = fitted.max(0.0) as f32;
+        let predicted = if self.is_trusted() {
+            power_to_dbfs(self.echo_pow) + SPREAD_WEIGHT * self.spread_db()
+        } else {
+            let peak = (0..TAPS)
+                .map(|k| self.ref_db_at(k))
+                .fold(SILENCE_DBFS, f32::max);
+            let direct = peak + self.unlearned_gain_db();
+            self.tail_db = direct.max(self.tail_db - TAIL_DECAY_DB);
+            self.tail_db
+        };
+        self.last_prediction_db = if predicted < SILENCE_DBFS + 10.0 {
             SILENCE_DBFS
         } else {
-            self.tail_db
+            predicted
         };
         self.last_prediction_db
     }
@@ -149,72 +194,82 @@ impl EchoModel {
     /// Whether any reference was active within the modelled delay window: the echo of the bot
     /// may be arriving now.
     pub fn is_reference_recent(&self) -> bool {
-        self.is_reference_active_within(MAX_DELAY_FRAMES + 1)
+        self.is_reference_active_within(TAPS)
     }
 
     /// Whether the reference was active in any of the last `frames` frames (this one included).
     pub fn is_reference_active_within(&self, frames: usize) -> bool {
-        (0..frames.min(HISTORY)).any(|k| self.ref_at(k) > ACTIVE_REF_DBFS)
+        (0..frames.min(TAPS)).any(|k| self.ref_db_at(k) > ACTIVE_REF_DBFS)
     }
 
-    /// Learns from the current frame's inbound level. Call only for frames that are believed to
-    /// hold no caller speech (echo and noise only), or the caller's voice would be learned as echo.
-    ///
-    /// `noise_floor_dbfs` is subtracted (in power) first: only the part of the frame above the
-    /// noise can be echo, and frames less than 3 dB above the floor say nothing about the echo.
+    /// Learns from the current frame's inbound level. Call for frames believed to hold no caller
+    /// speech (echo and noise only); the regression shrugs off some caller audio, not a lot.
     pub fn observe(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
         self.observe_bound(inbound_dbfs, noise_floor_dbfs);
-        // Once the path is known, a frame far louder than the echo it predicts is more likely the
-        // caller than the echo: learning from it would teach the model to explain the caller away.
-        let trusted = self.best.is_some() || self.bound_frames >= MIN_BOUND_FRAMES;
-        if trusted && inbound_dbfs > self.last_prediction_db + 6.0 {
+        let x = self.input();
+        let y = f64::from(dbfs_to_power(inbound_dbfs));
+        let full: f64 = (0..DIM).map(|i| self.w[i] * x[i]).sum();
+        if self.is_trusted() && inbound_dbfs > power_to_dbfs(full.max(0.0) as f32) + OUTLIER_DB {
             return;
         }
-        if inbound_dbfs < noise_floor_dbfs + 3.0 {
+        self.track_spread(inbound_dbfs, noise_floor_dbfs);
+        // Normalised LMS, projected onto non-negative taps (an echo adds power, it never takes
+        // any away; adjacent reference frames are strongly correlated, and an unconstrained fit
+        // explains them with alternating signs that predict nonsense for new audio).
+        let norm: f64 = x.iter().map(|v| v * v).sum();
+        let mut e = y - full;
+        let mu = if self.is_trusted() {
+            // Once the path is known, a frame louder than predicted is more likely the caller
+            // (masked, not yet detected) than a change of the line: learn from it only a little.
+            e = e.min(full.max(0.0) * POSITIVE_ERROR_CAP);
+            MU_TRACKING
+        } else {
+            MU
+        };
+        let step = mu * e / (norm + NORM_FLOOR);
+        if !step.is_finite() {
             return;
         }
-        let inbound_dbfs =
-            power_to_dbfs(dbfs_to_power(inbound_dbfs) - dbfs_to_power(noise_floor_dbfs));
-        let mut updated = false;
-        for d in 0..=MAX_DELAY_FRAMES {
-            let r = self.ref_at(d);
-            if r <= ACTIVE_REF_DBFS {
-                continue;
-            }
-            let x = inbound_dbfs - r;
-            if self.count[d] == 0 {
-                self.mean[d] = x;
-                self.mean_sq[d] = x * x;
-            } else {
-                self.mean[d] += ALPHA * (x - self.mean[d]);
-                self.mean_sq[d] += ALPHA * (x * x - self.mean_sq[d]);
-            }
-            self.count[d] = self.count[d].saturating_add(1);
-            updated = true;
+        for (g, xi) in self.w.iter_mut().zip(x.iter()) {
+            *g = (*g + step * xi).max(0.0);
         }
-        if updated {
-            self.best = (0..=MAX_DELAY_FRAMES)
-                .filter(|&d| self.count[d] >= MIN_OBSERVATIONS)
-                .min_by(|&a, &b| self.spread_db(a).total_cmp(&self.spread_db(b)));
-        }
+        self.updates = self.updates.saturating_add(1);
     }
 
-    /// Tracks an upper bound of the echo gain for as long as no path is learned: the loudest
-    /// `inbound − loudest reference in the delay window` seen lately. On a line whose echo hides
-    /// under the noise, no frame ever rises 3 dB above the floor to teach the path, but the bound
-    /// still shows that the echo is at least that far down, so the caller is not masked by the
-    /// worst-case assumption for the whole call.
+    /// How far real echo frames scatter around the fit: only frames whose echo clearly stands
+    /// above the noise say anything about that.
+    fn track_spread(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
+        if !self.is_trusted() {
+            return;
+        }
+        let echo_db = power_to_dbfs(self.echo_pow);
+        if echo_db < noise_floor_dbfs + 6.0 {
+            return;
+        }
+        let above_noise =
+            power_to_dbfs(dbfs_to_power(inbound_dbfs) - dbfs_to_power(noise_floor_dbfs));
+        let d = above_noise - echo_db;
+        self.spread_mean += ALPHA * (d - self.spread_mean);
+        self.spread_sq += ALPHA * (d * d - self.spread_sq);
+        self.spread_n = self.spread_n.saturating_add(1);
+    }
+
+    fn spread_db(&self) -> f32 {
+        (self.spread_sq - self.spread_mean * self.spread_mean)
+            .max(0.0)
+            .sqrt()
+            + self.spread_mean.max(0.0)
+    }
+
+    /// Tracks an upper bound of the echo gain while the fit is young: the loudest
+    /// `inbound − loudest reference in the window` seen lately.
     fn observe_bound(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
-        // Only frames in which the bot was clearly loud bound anything: at the quiet start of a
-        // word the reference says little about the echo.
-        let peak = (0..=MAX_DELAY_FRAMES)
-            .map(|k| self.ref_at(k))
+        let peak = (0..TAPS)
+            .map(|k| self.ref_db_at(k))
             .fold(SILENCE_DBFS, f32::max);
         if peak <= LOUD_REF_DBFS {
             return;
         }
-        // The part of the frame above the noise is the most the echo can be; a frame at the noise
-        // floor says the echo is under it.
         let echo_at_most = if inbound_dbfs < noise_floor_dbfs + 3.0 {
             noise_floor_dbfs
         } else {
@@ -229,8 +284,8 @@ impl EchoModel {
         self.bound_frames = self.bound_frames.saturating_add(1);
     }
 
-    /// The gain assumed before the path is learned: the worst case, lowered to the observed
-    /// bound (plus a margin) once enough frames of bot audio were heard.
+    /// The gain assumed before the fit is trusted: the worst case, lowered to the observed bound
+    /// (plus a margin) once enough frames of bot audio were heard.
     fn unlearned_gain_db(&self) -> f32 {
         if self.bound_frames >= MIN_BOUND_FRAMES {
             UNLEARNED_GAIN_DB.min(self.bound_db + BOUND_MARGIN_DB)
@@ -239,24 +294,25 @@ impl EchoModel {
         }
     }
 
-    fn spread_db(&self, d: usize) -> f32 {
-        (self.mean_sq[d] - self.mean[d] * self.mean[d])
-            .max(0.0)
-            .sqrt()
-    }
-
-    /// The learned path, once there is one.
+    /// The learned path, once the fit is trusted.
     pub fn path(&self) -> Option<EchoPath> {
-        self.best.map(|d| EchoPath {
-            delay: Duration::from_millis(u64::from(FRAME_MS) * d as u64),
-            gain_db: self.mean[d],
-            spread_db: self.spread_db(d),
+        if !self.is_trusted() {
+            return None;
+        }
+        let (delay, _) = (0..TAPS)
+            .map(|j| (j, self.w[j]))
+            .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+        let total: f64 = self.w[..TAPS].iter().map(|g| g.max(0.0)).sum();
+        Some(EchoPath {
+            delay: Duration::from_millis(u64::from(FRAME_MS) * delay as u64),
+            gain_db: power_to_dbfs(total as f32),
+            spread_db: self.spread_db(),
         })
     }
 
     /// Forgets the reference history but keeps the learned path (the line has not changed).
     pub fn clear_reference(&mut self) {
-        self.ref_db = [SILENCE_DBFS; HISTORY];
+        self.ref_pow = [0.0; TAPS];
         self.tail_db = SILENCE_DBFS;
     }
 }
@@ -306,7 +362,7 @@ mod tests {
         let p = m.push_reference(-20.0);
         assert_eq!(p, -20.0 + UNLEARNED_GAIN_DB);
         assert!(m.is_reference_recent());
-        // The reference leaves the 400 ms window after 21 frames; the tail then decays.
+        // The reference leaves the 480 ms window after 24 frames; the tail then decays.
         for _ in 0..60 {
             m.push_reference(SILENCE_DBFS);
         }

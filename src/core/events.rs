@@ -39,6 +39,29 @@ pub enum Event {
     },
     /// The caller talked over the bot: playback was cleared and the turn discarded.
     BargeIn(BargeIn),
+    /// Two-stage barge-in: caller energy the echo cannot explain; the bot is paused (no frames
+    /// go out) until the suspicion is confirmed ([`Event::BargeIn`]) or released
+    /// ([`Event::FalseInterruption`]). Nothing is discarded yet.
+    PlaybackPaused {
+        /// When the decision was taken.
+        at: Instant,
+        /// When the unexplained energy began.
+        onset: Instant,
+        /// When the caller stops hearing the bot: `at` plus what was still queued at Vonage.
+        silent_at: Instant,
+        /// The paused turn.
+        turn: TurnId,
+    },
+    /// Two-stage barge-in: the suspicion died (a backchannel, a cough, a door). The paused turn
+    /// resumes from the frame where it stopped.
+    FalseInterruption {
+        /// When playback resumed.
+        at: Instant,
+        /// How long the caller heard silence instead of the bot (from `silent_at` to `at`).
+        paused: Duration,
+        /// The resumed turn.
+        turn: TurnId,
+    },
     /// A key press reported by Vonage.
     Dtmf {
         /// The key.

@@ -18,10 +18,11 @@ pub mod preroll;
 pub mod resample;
 pub mod session;
 pub mod stats;
+pub mod tone;
 pub mod vad;
 
 pub use audio::{FRAME, FRAME_MS, SampleRate, TurnId};
-pub use config::{BargeInConfig, ConfigError, Forward, SessionConfig};
+pub use config::{BargeInConfig, BargeInMode, ConfigError, Forward, SessionConfig};
 pub use events::{BargeIn, Command, Event};
 pub use link::AgentLink;
 pub use session::Session;

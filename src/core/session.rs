@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::audio::{
     FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
 };
-use super::bargein::{BargeInDetector, is_caller_speech};
+use super::bargein::{BargeInDetector, Verdict, is_caller_speech, is_unexplained_energy};
 use super::chunker::Chunker;
 use super::codec::{self, FrameError};
 use super::config::{ConfigError, Forward, SessionConfig};
@@ -36,6 +36,7 @@ use super::pacing::Pacer;
 use super::preroll::Preroll;
 use super::resample::FrameResampler;
 use super::stats::Stats;
+use super::tone::ToneDetector;
 use super::vad::{FrameFeatures, SpeechState, SpeechTransition, VoiceDetector};
 use crate::vonage::media_protocol::{self, MediaEvent, TextError};
 
@@ -94,6 +95,74 @@ struct Played {
     level_dbfs: f32,
 }
 
+/// The bot is paused on a barge-in suspicion.
+#[derive(Debug, Clone, Copy)]
+struct Paused {
+    /// When the caller stops hearing the bot (the decision plus what was queued at Vonage).
+    silent_at: Instant,
+}
+
+/// Frames sent in the current turn, kept for a resume that repeats the last few
+/// ([`BargeInConfig::resume_rewind`](super::config::BargeInConfig::resume_rewind)).
+#[derive(Debug)]
+struct SentHistory {
+    /// `capacity` frames of `MAX_CALL_FRAME_BYTES`, a ring.
+    bytes: Box<[u8]>,
+    capacity: usize,
+    /// Frames stored (≤ capacity), the newest at `head - 1`.
+    len: usize,
+    head: usize,
+    frame_bytes: usize,
+    /// Frames still to send again, oldest first.
+    replay: usize,
+}
+
+impl SentHistory {
+    fn new(capacity: usize, frame_bytes: usize) -> Self {
+        Self {
+            bytes: vec![0; capacity * MAX_CALL_FRAME_BYTES].into_boxed_slice(),
+            capacity,
+            len: 0,
+            head: 0,
+            frame_bytes,
+            replay: 0,
+        }
+    }
+
+    fn push(&mut self, frame: &[u8]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let at = self.head * MAX_CALL_FRAME_BYTES;
+        self.bytes[at..at + frame.len()].copy_from_slice(frame);
+        self.head = (self.head + 1) % self.capacity;
+        self.len = (self.len + 1).min(self.capacity);
+    }
+
+    fn forget(&mut self) {
+        self.len = 0;
+        self.replay = 0;
+    }
+
+    /// Schedules the last `frames` (at most what is stored) to be sent again; returns how many.
+    fn rewind(&mut self, frames: usize) -> usize {
+        self.replay = frames.min(self.len);
+        self.replay
+    }
+
+    /// The next frame to send again, if any.
+    fn next_replay(&mut self, out: &mut [u8]) -> Option<usize> {
+        if self.replay == 0 || out.len() < self.frame_bytes {
+            return None;
+        }
+        let idx = (self.head + self.capacity - self.replay) % self.capacity;
+        self.replay -= 1;
+        let at = idx * MAX_CALL_FRAME_BYTES;
+        out[..self.frame_bytes].copy_from_slice(&self.bytes[at..at + self.frame_bytes]);
+        Some(self.frame_bytes)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct NotifySeen {
     turn: TurnId,
@@ -117,7 +186,13 @@ pub struct Session {
     vad: VoiceDetector,
     speech: SpeechState,
     bargein: BargeInDetector,
+    tone: ToneDetector,
     echo: EchoModel,
+    /// Offline evaluation of recordings: the echo reference level of the next caller frame,
+    /// given from outside instead of taken from what was sent.
+    external_reference: Option<f32>,
+    paused: Option<Paused>,
+    history: SentHistory,
     preroll: Preroll,
     stream_pos: u64,
     utterance_start_pos: u64,
@@ -179,7 +254,14 @@ impl Session {
                 .map_err(|_| resampler_err(call, SampleRate::Hz16000))?,
             speech: SpeechState::new(config.onset, config.hangover),
             bargein: BargeInDetector::new(&config.bargein),
+            tone: ToneDetector::new(call),
             echo: EchoModel::new(),
+            external_reference: None,
+            paused: None,
+            history: SentHistory::new(
+                super::vad::frames_of(config.bargein.resume_rewind) as usize,
+                call.frame_samples() * 2,
+            ),
             preroll: Preroll::new(samples_in(agent, config.preroll)),
             stream_pos: 0,
             utterance_start_pos: 0,
@@ -266,6 +348,20 @@ impl Session {
         self.echo.path()
     }
 
+    /// Whether the bot is paused on a barge-in suspicion (two-stage barge-in).
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// For offline evaluation of recorded calls only: from now on the echo model's reference is
+    /// `level_dbfs` for every caller frame (until called again; `None` returns to what was
+    /// actually sent). A recording cannot react to the session: when the session pauses or
+    /// clears the bot, the bot's echo in the recording goes on, so the echo model must be told
+    /// what the recorded caller's side really heard. On a live call the sent audio *is* that.
+    pub fn set_external_reference(&mut self, level_dbfs: Option<f32>) {
+        self.external_reference = level_dbfs;
+    }
+
     /// Algorithmic delay the pipeline adds to caller audio on its way to the agent.
     pub fn inbound_delay(&self) -> Duration {
         self.to_agent.delay()
@@ -326,16 +422,24 @@ impl Session {
             played = played.max(p.level_dbfs);
             self.playout.pop_front();
         }
+        let played = self.external_reference.unwrap_or(played);
         let echo_dbfs = self.echo.push_reference(played);
 
         let features = self.vad.analyse(&self.frame[..n], level);
-        let caller = is_caller_speech(
-            &features,
-            echo_dbfs,
-            self.config.snr_min_db,
-            self.config.bargein.echo_margin_db,
-        );
-        if !caller && self.echo.is_reference_recent() {
+        // A DTMF tone pair is never the caller talking (and a tone's last partial frame neither).
+        self.tone.detect(&self.frame[..n]);
+        let tonal = self.tone.is_tonal();
+        let (snr_min, margin) = (self.config.snr_min_db, self.config.bargein.echo_margin_db);
+        let caller = !tonal && is_caller_speech(&features, echo_dbfs, snr_min, margin);
+        let energy = !tonal && is_unexplained_energy(&features, echo_dbfs, snr_min, margin);
+        // Learn the echo only from frames that are echo and noise: not the caller's detected
+        // speech, not a suspicion, not inside an utterance (its quiet frames are the caller too).
+        if !caller
+            && !energy
+            && !self.speech.is_in_utterance()
+            && !self.bargein.is_suspecting()
+            && self.echo.is_reference_recent()
+        {
             self.echo.observe(level, features.noise_floor_dbfs);
         }
         self.last_features = features;
@@ -351,6 +455,7 @@ impl Session {
         // fricatives sit close to the noise), so the end of turn is timed from the real end of
         // speech rather than from the last loud syllable.
         let continues = self.speech.is_in_utterance()
+            && !tonal
             && is_caller_speech(&features, echo_dbfs, CONTINUE_SNR_DB, CONTINUE_MARGIN_DB);
         let transition = self.speech.update(caller || continues);
         match transition {
@@ -401,24 +506,68 @@ impl Session {
         // scoring rule, and what a caller means by "talking over the bot"); its echo tail after
         // that is still explained by the echo model, but speech then is a new turn, not a barge-in.
         let bot_playing = self.echo.is_reference_active_within(BOT_PLAYING_FRAMES);
-        if let Some(d) = self.bargein.update(caller, bot_playing) {
-            let onset = now
-                .checked_sub(FRAME * (d.onset_frames_ago + 1))
-                .unwrap_or(now);
-            let info = BargeIn {
-                at: now,
-                onset,
-                turn: self.turn,
-                heard: self.heard(now),
-                caller_level_dbfs: features.level_dbfs,
-                echo_dbfs,
-                noise_floor_dbfs: features.noise_floor_dbfs,
-                speech: FRAME * d.speech_frames,
-            };
-            self.stats.barge_ins += 1;
-            self.interrupt_playback(now);
-            self.push_event(Event::BargeIn(info));
+        match self.bargein.update(energy, caller, bot_playing) {
+            Verdict::Nothing => {}
+            Verdict::Suspect { onset_frames_ago } => {
+                let onset = now
+                    .checked_sub(FRAME * (onset_frames_ago + 1))
+                    .unwrap_or(now);
+                self.pause(now, onset);
+            }
+            Verdict::Release { .. } => self.resume(now),
+            Verdict::Confirm(d) => {
+                let onset = now
+                    .checked_sub(FRAME * (d.onset_frames_ago + 1))
+                    .unwrap_or(now);
+                let info = BargeIn {
+                    at: now,
+                    onset,
+                    turn: self.turn,
+                    heard: self.heard(now),
+                    caller_level_dbfs: features.level_dbfs,
+                    echo_dbfs,
+                    noise_floor_dbfs: features.noise_floor_dbfs,
+                    speech: FRAME * d.speech_frames,
+                };
+                self.stats.barge_ins += 1;
+                self.paused = None;
+                self.interrupt_playback(now);
+                self.push_event(Event::BargeIn(info));
+            }
         }
+    }
+
+    /// Two-stage barge-in, first stage: stop handing frames to the shell. What is queued at
+    /// Vonage (the pacing lead) still plays; nothing is discarded.
+    fn pause(&mut self, now: Instant, onset: Instant) {
+        let silent_at = now + self.pacer.queued(now);
+        self.paused = Some(Paused { silent_at });
+        self.stats.pauses += 1;
+        self.push_event(Event::PlaybackPaused {
+            at: now,
+            onset,
+            silent_at,
+            turn: self.turn,
+        });
+    }
+
+    /// The suspicion died: carry on from the frame where the pause began (or a little before it,
+    /// with `resume_rewind`).
+    fn resume(&mut self, now: Instant) {
+        let Some(p) = self.paused.take() else {
+            return;
+        };
+        let rewind = super::vad::frames_of(self.config.bargein.resume_rewind) as usize;
+        if rewind > 0 {
+            let n = self.history.rewind(rewind);
+            self.frames_in_turn = self.frames_in_turn.saturating_sub(n as u32);
+        }
+        self.stats.false_interruptions += 1;
+        self.push_event(Event::FalseInterruption {
+            at: now,
+            paused: now.saturating_duration_since(p.silent_at),
+            turn: self.turn,
+        });
     }
 
     fn flush_preroll(&mut self) {
@@ -537,6 +686,7 @@ impl Session {
         self.awaiting_cleared = Some(now + CLEARED_TIMEOUT);
         self.pacer.clear();
         self.chunker.clear();
+        self.history.forget();
         self.playout.clear();
         self.echo.clear_reference();
         self.discard_until_after = Some(self.turn);
@@ -584,6 +734,7 @@ impl Session {
                 }
                 self.turn = turn;
                 self.frames_in_turn = 0;
+                self.history.forget();
                 self.turn_first_play = None;
                 if let Some(old) = self.discard_until_after
                     && turn > old
@@ -663,7 +814,11 @@ impl Session {
         self.awaiting_cleared = Some(now + CLEARED_TIMEOUT);
         self.pacer.clear();
         self.chunker.clear();
+        self.history.forget();
         self.playout.clear();
+        // The agent decided for itself: any suspicion on the old audio is moot.
+        self.paused = None;
+        self.bargein.abandon();
         self.turn_end_pending = false;
         self.final_mark = None;
         self.pending_marks_len = 0;
@@ -741,25 +896,32 @@ impl Session {
             }
             self.awaiting_cleared = None;
         }
+        if self.paused.is_some() {
+            if self.discard_until_after.is_some() {
+                self.drain_discarded();
+            }
+            return None;
+        }
         if !self.pacer.is_due(now) {
             return None;
         }
-        self.fill_chunker();
         let len = out.len().min(MAX_CALL_FRAME_BYTES);
+        if let Some(bytes) = self.history.next_replay(&mut out[..len]) {
+            // Resuming with a rewind: the last frames before the pause, again.
+            let start = self.pacer.on_sent(now);
+            self.record_sent(start, crate::core::audio::level_dbfs_bytes(&out[..bytes]));
+            self.frames_in_turn += 1;
+            return Some(bytes);
+        }
+        self.fill_chunker();
         let Some(f) = self.chunker.take_frame(&mut out[..len]) else {
             self.note_idle(now);
             self.emit_pending_marks_if_idle();
             return None;
         };
+        self.history.push(&out[..f.bytes]);
         let start = self.pacer.on_sent(now);
-        if self.playout.len() == PLAYOUT_LOG {
-            self.playout.pop_front();
-        }
-        self.playout.push_back(Played {
-            start,
-            level_dbfs: f.level_dbfs,
-        });
-        self.stats.frames_out += 1;
+        self.record_sent(start, f.level_dbfs);
         if f.padded {
             self.stats.frames_padded += 1;
         }
@@ -799,6 +961,15 @@ impl Session {
             self.emit_pending_marks();
         }
         Some(f.bytes)
+    }
+
+    /// Notes a frame handed to the shell: the echo reference and the counters.
+    fn record_sent(&mut self, start: Instant, level_dbfs: f32) {
+        if self.playout.len() == PLAYOUT_LOG {
+            self.playout.pop_front();
+        }
+        self.playout.push_back(Played { start, level_dbfs });
+        self.stats.frames_out += 1;
     }
 
     /// No frame was ready at `now`. If a turn is still open (not ended, not interrupted) and

@@ -19,8 +19,12 @@ pub struct Stats {
     pub text_unknown: u64,
     /// Text messages that could not be parsed, dropped.
     pub text_invalid: u64,
-    /// Barge-ins fired.
+    /// Barge-ins fired (confirmed: playback cleared).
     pub barge_ins: u64,
+    /// Two-stage barge-in: times the bot was paused on a suspicion.
+    pub pauses: u64,
+    /// Two-stage barge-in: suspicions released (the bot resumed its turn).
+    pub false_interruptions: u64,
     /// Outbound frames padded with silence at the end of a turn.
     pub frames_padded: u64,
     /// Times the bot's audio ran dry in the middle of a turn (the agent was late).

@@ -10,6 +10,12 @@
 //! playing the reference from where the clip's bot is: the recording has the bot's voice (and
 //! its echo) continue, so the reference must continue too.
 //!
+//! For the same reason the session's echo model is told the *recording's* reference level
+//! ([`Session::set_external_reference`]): when the session pauses the bot (two-stage barge-in),
+//! the recorded echo goes on; on a live call the echo would stop with the bot. Feeding the
+//! recorded reference keeps the echo model's view consistent with the audio it is judging, as
+//! it is on a call.
+//!
 //! Not real-time (offline tool), but the session inside is the real-time one.
 
 use std::path::Path;
@@ -99,8 +105,12 @@ pub struct Replay {
     pub speech_started_ms: Vec<(u64, u64)>,
     /// Decision times of end-of-turn events.
     pub speech_ended_ms: Vec<u64>,
-    /// Decision times of barge-ins.
+    /// Decision times of barge-ins (playback cleared).
     pub bargein_ms: Vec<u64>,
+    /// Two-stage pauses: decision time and when the caller stopped hearing the bot.
+    pub pauses_ms: Vec<(u64, u64)>,
+    /// Two-stage releases: decision time and the silence the caller heard, ms.
+    pub releases_ms: Vec<(u64, u64)>,
     /// Frames sent towards the caller.
     pub frames_out: u64,
     /// Wall time spent inside the session, for CPU-per-frame figures.
@@ -132,6 +142,15 @@ pub fn replay_clip(
         ..Replay::default()
     };
     let mut busy = Duration::ZERO;
+    let ref_level = |k: u64| -> f32 {
+        if k < out_start_frame {
+            return crate::core::audio::SILENCE_DBFS;
+        }
+        let j = (k - out_start_frame) as usize * n;
+        reference
+            .get(j..j + n)
+            .map_or(crate::core::audio::SILENCE_DBFS, crate::core::audio::level_dbfs)
+    };
 
     for k in 0..frames as u64 {
         let frame_start = at(20 * k);
@@ -147,7 +166,9 @@ pub fn replay_clip(
             }
             busy += t.elapsed();
         }
+        let level = ref_level(k);
         let t = std::time::Instant::now();
+        session.set_external_reference(Some(level));
         while session.poll_transmit(frame_start, &mut out_buf).is_some() {
             rec.frames_out += 1;
             while session.poll_command().is_some() {}
@@ -172,6 +193,12 @@ pub fn replay_clip(
                     rec.speech_started_ms.push((ms_of(at), ms_of(onset)))
                 }
                 Event::SpeechEnded { at, .. } => rec.speech_ended_ms.push(ms_of(at)),
+                Event::PlaybackPaused { at, silent_at, .. } => {
+                    rec.pauses_ms.push((ms_of(at), ms_of(silent_at)))
+                }
+                Event::FalseInterruption { at, paused, .. } => {
+                    rec.releases_ms.push((ms_of(at), paused.as_millis() as u64))
+                }
                 Event::BargeIn(b) => {
                     rec.bargein_ms.push(ms_of(b.at));
                     // The recorded bot goes on talking: continue the reference in a new turn from

@@ -99,6 +99,15 @@ pub struct ClipScore {
     pub backchannels: u64,
     /// Backchannels a barge-in fired on.
     pub backchannel_interrupts: u64,
+    /// Per detected-or-not barge-in onset with any silencing in its window: labelled onset →
+    /// the caller stops hearing the bot (pause plus the queued lead, or clear), ms.
+    pub silence_reactions_ms: Vec<i64>,
+    /// Whether any pause happened.
+    pub any_pause: bool,
+    /// Silence heard on each released pause (a false alarm), ms.
+    pub pauses_ms: Vec<i64>,
+    /// Backchannels after which the bot still had its turn (no clear in the window).
+    pub backchannels_kept: u64,
     /// Bot speech, ms.
     pub bot_speech_ms: u64,
     /// Frames fed.
@@ -249,6 +258,41 @@ pub fn score_clip(
             s.bargein_reactions_ms.push(t as i64 - o as i64);
         }
     }
+    for &o in &clip.expect.bargein_onsets_ms {
+        // The first moment the caller stopped hearing the bot for this onset: a pause's
+        // `silent_at` or a clear, decided inside the onset's window.
+        let in_window = |t: u64| t + tol_ms >= o && t <= o + BARGEIN_WINDOW_MS;
+        let pause = r
+            .pauses_ms
+            .iter()
+            .filter(|(at, _)| in_window(*at))
+            .map(|&(_, silent)| silent)
+            .min();
+        let clear = playing_bargeins.iter().copied().find(|&t| in_window(t));
+        let silent = match (pause, clear) {
+            (Some(p), Some(c)) => Some(p.min(c)),
+            (p, c) => p.or(c),
+        };
+        if let Some(t) = silent {
+            s.silence_reactions_ms.push(t as i64 - o as i64);
+        }
+    }
+    s.any_pause = !r.pauses_ms.is_empty();
+    // A false alarm is a released pause that did not begin inside a real barge-in's window
+    // (releases there are the detector losing a caller between words, not a false alarm).
+    s.pauses_ms = r
+        .releases_ms
+        .iter()
+        .zip(r.pauses_ms.iter())
+        .filter(|(_, (paused_at, _))| {
+            !clip
+                .expect
+                .bargein_onsets_ms
+                .iter()
+                .any(|&o| paused_at + tol_ms >= o && *paused_at <= o + BARGEIN_WINDOW_MS)
+        })
+        .map(|(&(_, ms), _)| ms as i64)
+        .collect();
     s.unmatched_bargeins = matched.iter().filter(|m| !**m).count() as u64;
     s.any_bargein = !playing_bargeins.is_empty();
     for bc in &clip.backchannels_ms {
@@ -258,6 +302,8 @@ pub fn score_clip(
             .any(|&t| t + tol_ms >= bc[0] && t <= bc[1] + BACKCHANNEL_GRACE_MS)
         {
             s.backchannel_interrupts += 1;
+        } else {
+            s.backchannels_kept += 1;
         }
     }
     s.bot_speech_ms = clip.bot_speech_ms.iter().map(|b| b[1] - b[0]).sum();
@@ -319,6 +365,17 @@ pub struct GroupReport {
     pub unmatched_bargeins_per_bot_minute: Option<f64>,
     /// Backchannels interrupted / all.
     pub backchannel_interrupt_rate: Option<f64>,
+    /// Labelled barge-in onset → the caller stops hearing the bot (pause decision plus the
+    /// pacing lead still queued at Vonage, or a clear).
+    pub silence_reaction_ms: Percentiles,
+    /// Share of clips without a real barge-in where the bot lost its turn (clear sent).
+    pub false_interruption_rate: Option<f64>,
+    /// Share of clips without a real barge-in where the bot paused at all.
+    pub pause_rate: Option<f64>,
+    /// Silence the caller heard on a false alarm (a released pause), ms.
+    pub pause_ms: Percentiles,
+    /// Backchannels after which the bot kept its turn / all backchannels.
+    pub backchannel_turn_kept_rate: Option<f64>,
 }
 
 /// Aggregates clip scores into a group report.
@@ -328,6 +385,7 @@ pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
     let (mut on_miss, mut eot_miss, mut onsets, mut det, mut unmatched, mut bot_ms) =
         (0, 0, 0, 0, 0, 0);
     let (mut neg, mut neg_fired, mut bcs, mut bc_int) = (0u64, 0u64, 0, 0);
+    let (mut silence, mut pauses, mut neg_paused, mut bc_kept) = (Vec::new(), Vec::new(), 0u64, 0);
     for (clip, s) in scores {
         vad.add(s.vad);
         on.extend_from_slice(&s.onset_delays_ms);
@@ -339,9 +397,13 @@ pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
         det += s.bargein_detected;
         unmatched += s.unmatched_bargeins;
         bot_ms += s.bot_speech_ms;
+        silence.extend_from_slice(&s.silence_reactions_ms);
+        pauses.extend_from_slice(&s.pauses_ms);
+        bc_kept += s.backchannels_kept;
         if !clip.expect.bargein {
             neg += 1;
             neg_fired += u64::from(s.any_bargein);
+            neg_paused += u64::from(s.any_pause || s.any_bargein);
         }
         bcs += s.backchannels;
         bc_int += s.backchannel_interrupts;
@@ -360,6 +422,11 @@ pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
         unmatched_bargeins_per_bot_minute: (bot_ms > 0)
             .then(|| unmatched as f64 * 60_000.0 / bot_ms as f64),
         backchannel_interrupt_rate: ratio(bc_int, bcs),
+        silence_reaction_ms: Percentiles::of(&silence),
+        false_interruption_rate: ratio(neg_fired, neg),
+        pause_rate: ratio(neg_paused, neg),
+        pause_ms: Percentiles::of(&pauses),
+        backchannel_turn_kept_rate: ratio(bc_kept, bcs),
     }
 }
 

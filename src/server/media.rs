@@ -536,6 +536,15 @@ impl Driver {
                 complete,
             },
             Event::MarkReached { id } => AgentEvent::MarkReached { id },
+            Event::PlaybackPaused { turn, .. } => AgentEvent::Paused { turn },
+            Event::FalseInterruption { turn, paused, .. } => {
+                tracing::debug!(
+                    turn = turn.0,
+                    paused_ms = paused.as_millis() as u64,
+                    "false interruption: resumed"
+                );
+                AgentEvent::FalseInterruption { turn, paused }
+            }
             _ => return,
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = self.ev_tx.try_send(out) {

@@ -136,6 +136,10 @@ pub struct Metrics {
     pub agent_errors: Counter,
     /// `voicegate_barge_ins_total`.
     pub barge_ins: Counter,
+    /// `voicegate_bot_pauses_total`: two-stage barge-in suspicions (the bot paused).
+    pub pauses: Counter,
+    /// `voicegate_false_interruptions_total`: suspicions released (the bot resumed its turn).
+    pub false_interruptions: Counter,
     /// `voicegate_underruns_total`: the agent's audio ran dry mid-turn.
     pub underruns: Counter,
     /// `voicegate_dtmf_total`.
@@ -178,6 +182,8 @@ impl Metrics {
             agent_events_dropped: Counter::default(),
             agent_errors: Counter::default(),
             barge_ins: Counter::default(),
+            pauses: Counter::default(),
+            false_interruptions: Counter::default(),
             underruns: Counter::default(),
             dtmf: Counter::default(),
             text_invalid: Counter::default(),
@@ -241,6 +247,16 @@ impl Metrics {
             "barge_ins",
             "Barge-ins (caller talked over the bot)",
             m.barge_ins.clone(),
+        );
+        r.register(
+            "bot_pauses",
+            "Times the bot paused on a suspected barge-in",
+            m.pauses.clone(),
+        );
+        r.register(
+            "false_interruptions",
+            "Suspected barge-ins released: the bot resumed its turn",
+            m.false_interruptions.clone(),
         );
         r.register(
             "underruns",
@@ -377,6 +393,9 @@ impl CallMetrics {
         m.agent_samples_discarded
             .inc_by(d(now.samples_discarded, l.samples_discarded));
         m.barge_ins.inc_by(d(now.barge_ins, l.barge_ins));
+        m.pauses.inc_by(d(now.pauses, l.pauses));
+        m.false_interruptions
+            .inc_by(d(now.false_interruptions, l.false_interruptions));
         m.underruns.inc_by(d(now.underruns, l.underruns));
         m.dtmf.inc_by(d(now.dtmf, l.dtmf));
         m.text_invalid.inc_by(d(now.text_invalid, l.text_invalid));

@@ -29,6 +29,10 @@ pub struct EvalArgs {
     /// Only clips whose id contains this.
     #[arg(long)]
     pub only: Option<String>,
+    /// Also print one line per clip: labelled onsets and what the session did (pauses,
+    /// releases, barge-ins), for tuning and debugging.
+    #[arg(long)]
+    pub per_clip: bool,
     /// Pipeline parameters (the server's flags).
     #[command(flatten)]
     pub pipeline: PipelineArgs,
@@ -47,12 +51,30 @@ pub struct EvalReport {
     pub lead_ms: u64,
     /// The resampler that feeds webrtc-vad on 24 kHz calls.
     pub vad_resampler: &'static str,
+    /// Per clip, with `--per-clip`: labelled barge-in onsets and the session's decisions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_clip: Vec<ClipLine>,
     /// All clips.
     pub overall: GroupReport,
     /// Per scenario.
     pub by_scenario: BTreeMap<String, GroupReport>,
     /// Per SNR bucket: VAD only.
     pub by_snr: BTreeMap<String, VadScore>,
+}
+
+/// One clip's decisions, ms from the clip start.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipLine {
+    /// Clip id.
+    pub id: String,
+    /// Labelled barge-in onsets.
+    pub onsets: Vec<u64>,
+    /// Pauses: decision time.
+    pub pauses: Vec<u64>,
+    /// Releases: decision time and the silence heard.
+    pub releases: Vec<(u64, u64)>,
+    /// Barge-ins (clears): decision time.
+    pub bargeins: Vec<u64>,
 }
 
 /// Evaluates every clip of the manifest.
@@ -68,12 +90,22 @@ pub fn evaluate(args: &EvalArgs) -> Result<EvalReport, Box<dyn std::error::Error
     let mut clips = Vec::new();
     let mut busy = Duration::ZERO;
     let mut frames = 0u64;
+    let mut per_clip = Vec::new();
     for clip in &manifest.clips {
         if args.only.as_deref().is_some_and(|o| !clip.id.contains(o)) {
             continue;
         }
         let audio = ClipAudio::load(&manifest, clip)?;
         let r = replay_clip(clip, &audio, config)?;
+        if args.per_clip {
+            per_clip.push(ClipLine {
+                id: clip.id.clone(),
+                onsets: clip.expect.bargein_onsets_ms.clone(),
+                pauses: r.pauses_ms.iter().map(|&(at, _)| at).collect(),
+                releases: r.releases_ms.clone(),
+                bargeins: r.bargein_ms.clone(),
+            });
+        }
         busy += r.session_time;
         frames += r.frames as u64;
         scores.push(score::score_clip(
@@ -104,6 +136,7 @@ pub fn evaluate(args: &EvalArgs) -> Result<EvalReport, Box<dyn std::error::Error
         },
         lead_ms: config.lead.as_millis() as u64,
         vad_resampler: "rubato Fft 24->16 kHz, 4 sub-chunks (2.5 ms)",
+        per_clip,
         overall: score::group(&pairs),
         by_scenario,
         by_snr,
@@ -184,6 +217,41 @@ pub fn table(r: &EvalReport) -> String {
     row("overall", &r.overall);
     for (k, g) in &r.by_scenario {
         row(k, g);
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<12} {:>13} {:>9} {:>7} {:>11} {:>8}",
+        "turn-taking", "silence50/95", "false-int", "paused", "pause50/95", "bc-kept"
+    );
+    let mut row = |name: &str, g: &GroupReport| {
+        let _ = writeln!(
+            s,
+            "{:<12} {:>13} {:>9} {:>7} {:>11} {:>8}",
+            name,
+            format!(
+                "{}/{}",
+                ms(g.silence_reaction_ms.p50),
+                ms(g.silence_reaction_ms.p95)
+            ),
+            pct(g.false_interruption_rate),
+            pct(g.pause_rate),
+            format!("{}/{}", ms(g.pause_ms.p50), ms(g.pause_ms.p95)),
+            pct(g.backchannel_turn_kept_rate),
+        );
+    };
+    row("overall", &r.overall);
+    for (k, g) in &r.by_scenario {
+        row(k, g);
+    }
+    if !r.per_clip.is_empty() {
+        let _ = writeln!(s, "\nper clip (ms): onsets | pauses | releases (at, silence) | barge-ins");
+        for c in &r.per_clip {
+            let _ = writeln!(
+                s,
+                "{:<16} {:?} | {:?} | {:?} | {:?}",
+                c.id, c.onsets, c.pauses, c.releases, c.bargeins
+            );
+        }
     }
     let _ = writeln!(
         s,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::core::vad::VadAggressiveness;
-use crate::core::{Forward, SessionConfig};
+use crate::core::{BargeInMode, Forward, SessionConfig};
 
 /// VAD, turn-taking and barge-in parameters. Unset flags keep [`SessionConfig::new`]'s defaults
 /// (documented there and in the README's configuration table).
@@ -29,9 +29,25 @@ pub struct PipelineArgs {
     /// A frame must be this far above the noise floor to count as speech, dB.
     #[arg(long, env = "VOICEGATE_SNR_MIN_DB")]
     pub snr_min_db: Option<f32>,
-    /// Caller speech over the bot needed for a barge-in, ms.
+    /// Barge-in decision: `two-stage` (pause on a suspicion, then clear or resume) or
+    /// `one-stage` (clear after `--barge-in-ms` of caller speech).
+    #[arg(long, env = "VOICEGATE_BARGE_IN_MODE", value_enum)]
+    pub barge_in_mode: Option<BargeInModeArg>,
+    /// One-stage: caller speech over the bot needed for a barge-in, ms.
     #[arg(long, env = "VOICEGATE_BARGE_IN_MS")]
     pub barge_in_ms: Option<u64>,
+    /// Two-stage: unexplained caller energy that pauses the bot, ms.
+    #[arg(long, env = "VOICEGATE_SUSPECT_MS")]
+    pub suspect_ms: Option<u64>,
+    /// Two-stage: caller speech that confirms a barge-in (clear), ms.
+    #[arg(long, env = "VOICEGATE_CONFIRM_MS")]
+    pub confirm_ms: Option<u64>,
+    /// Two-stage: quiet that releases a suspicion (the bot resumes), ms.
+    #[arg(long, env = "VOICEGATE_RELEASE_MS")]
+    pub release_ms: Option<u64>,
+    /// Two-stage: on resume, repeat this much of what was played before the pause, ms.
+    #[arg(long, env = "VOICEGATE_RESUME_REWIND_MS")]
+    pub resume_rewind_ms: Option<u64>,
     /// Margin above the predicted echo for a frame to count as the caller, dB.
     #[arg(long, env = "VOICEGATE_ECHO_MARGIN_DB")]
     pub echo_margin_db: Option<f32>,
@@ -44,6 +60,15 @@ pub struct PipelineArgs {
     /// Forward every inbound frame to the agent instead of speech only.
     #[arg(long, env = "VOICEGATE_FORWARD_ALL")]
     pub forward_all: bool,
+}
+
+/// `--barge-in-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BargeInModeArg {
+    /// Clear after `--barge-in-ms` of caller speech.
+    OneStage,
+    /// Pause on a suspicion; clear on confirmation, resume on release.
+    TwoStage,
 }
 
 impl PipelineArgs {
@@ -65,8 +90,26 @@ impl PipelineArgs {
         if let Some(v) = self.snr_min_db {
             config.snr_min_db = v;
         }
+        if let Some(m) = self.barge_in_mode {
+            config.bargein.mode = match m {
+                BargeInModeArg::OneStage => BargeInMode::OneStage,
+                BargeInModeArg::TwoStage => BargeInMode::TwoStage,
+            };
+        }
         if let Some(v) = self.barge_in_ms {
             config.bargein.min_speech = ms(v);
+        }
+        if let Some(v) = self.suspect_ms {
+            config.bargein.suspect = ms(v);
+        }
+        if let Some(v) = self.confirm_ms {
+            config.bargein.confirm = ms(v);
+        }
+        if let Some(v) = self.release_ms {
+            config.bargein.release = ms(v);
+        }
+        if let Some(v) = self.resume_rewind_ms {
+            config.bargein.resume_rewind = ms(v);
         }
         if let Some(v) = self.echo_margin_db {
             config.bargein.echo_margin_db = v;
