@@ -14,6 +14,7 @@
 use super::audio::dbfs_to_power;
 use super::audio::power_to_dbfs;
 use super::config::{BargeInConfig, BargeInMode};
+use super::spectrum::{BANDS, Bands};
 use super::vad::{FrameFeatures, frames_of};
 
 /// Whether a frame is caller speech: voiced, `snr_min_db` above the noise floor, and
@@ -41,6 +42,27 @@ pub fn is_unexplained_energy(
     }
     let explained = power_to_dbfs(dbfs_to_power(echo_dbfs) + dbfs_to_power(f.noise_floor_dbfs));
     f.level_dbfs >= explained + echo_margin_db || echo_dbfs <= f.noise_floor_dbfs - echo_margin_db
+}
+
+/// The band-by-band test behind [`is_unexplained_energy`]'s spectral twin: per band, the power
+/// the noise (`noise_k` times its floor) and the echo (`echo_k[b]` times its prediction) cannot
+/// account for, summed over the bands, against what they do account for. Returns the excess
+/// over the explained power in dB (`SILENCE_DBFS`-like large negative when nothing is left).
+pub fn band_excess_db(
+    inbound: &Bands,
+    noise: &Bands,
+    echo: &Bands,
+    noise_k: f32,
+    echo_k: &Bands,
+) -> f32 {
+    let mut excess = 0.0f32;
+    let mut explained = 0.0f32;
+    for b in 0..BANDS {
+        let e = noise_k * noise[b] + echo_k[b] * echo[b];
+        excess += (inbound[b] - e).max(0.0);
+        explained += noise[b] + echo[b];
+    }
+    power_to_dbfs(excess) - power_to_dbfs(explained.max(1e-10))
 }
 
 /// A barge-in decision.
@@ -416,7 +438,10 @@ mod tests {
     fn two_stage_releases_a_short_sound_and_stays_armed() {
         let mut d = two_stage();
         d.update(true, true, true);
-        assert!(matches!(d.update(true, true, true), Verdict::Suspect { .. }));
+        assert!(matches!(
+            d.update(true, true, true),
+            Verdict::Suspect { .. }
+        ));
         // A 100 ms "mm-hm": 5 speech frames, then quiet.
         for _ in 0..5 {
             assert_eq!(d.update(true, true, false), Verdict::Nothing);

@@ -147,7 +147,12 @@ impl SessionConfig {
         check("bargein_suspect", self.bargein.suspect, 20, 1_000)?;
         check("bargein_confirm", self.bargein.confirm, 20, 5_000)?;
         check("bargein_release", self.bargein.release, 20, 2_000)?;
-        check("bargein_resume_rewind", self.bargein.resume_rewind, 0, 1_000)?;
+        check(
+            "bargein_resume_rewind",
+            self.bargein.resume_rewind,
+            0,
+            1_000,
+        )?;
         check("inbound_buffer", self.inbound_buffer, 100, 60_000)?;
         check("outbound_buffer", self.outbound_buffer, 100, 60_000)?;
         if !(0.0..=40.0).contains(&self.snr_min_db) {

@@ -28,6 +28,7 @@
 use std::time::Duration;
 
 use super::audio::{FRAME_MS, SILENCE_DBFS, dbfs_to_power, power_to_dbfs};
+use super::spectrum::{BANDS, Bands, SILENT_BANDS};
 
 /// Taps of the envelope filter: 24 frames, 480 ms of delay plus tail.
 pub const TAPS: usize = 24;
@@ -76,6 +77,11 @@ const BOUND_MARGIN_DB: f32 = 3.0;
 /// How fast the unlearned prediction's tail decays after the reference stops, dB per frame.
 const TAIL_DECAY_DB: f32 = 6.0;
 
+/// Step of the per-band gain tracking (time constant ≈ 20 frames of audible echo in the band).
+const BAND_MU: f32 = 0.05;
+/// A band's echo must be this far above the band's noise to teach its gain (power ratio, 3 dB).
+const BAND_VISIBLE: f32 = 2.0;
+
 /// The learned echo path.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EchoPath {
@@ -101,6 +107,16 @@ pub struct EchoModel {
     spread_n: u32,
     /// The fitted echo power of the current frame (without the spread), full scale = 1.
     echo_pow: f32,
+    /// Reference band powers per frame, aligned with `ref_pow`.
+    ref_bands: [Bands; TAPS],
+    /// Per band: the echo's power relative to the full-band fit (the line's colour: a
+    /// telephone band-pass takes the low and high bands down).
+    band_gain: Bands,
+    /// Per band: mean and mean square of `log10(real / predicted)` echo, dB.
+    band_dev: Bands,
+    band_dev_sq: Bands,
+    /// The predicted echo per band of the current frame, before margins.
+    echo_bands: Bands,
     tail_db: f32,
     last_prediction_db: f32,
     bound_db: f32,
@@ -125,6 +141,11 @@ impl EchoModel {
             spread_sq: INITIAL_SPREAD_DB * INITIAL_SPREAD_DB,
             spread_n: 0,
             echo_pow: 0.0,
+            ref_bands: [SILENT_BANDS; TAPS],
+            band_gain: [1.0; BANDS],
+            band_dev: SILENT_BANDS,
+            band_dev_sq: [INITIAL_SPREAD_DB * INITIAL_SPREAD_DB; BANDS],
+            echo_bands: SILENT_BANDS,
             tail_db: SILENCE_DBFS,
             last_prediction_db: SILENCE_DBFS,
             bound_db: UNLEARNED_GAIN_DB,
@@ -157,17 +178,19 @@ impl EchoModel {
     /// Advances one frame: `played_dbfs` is the level of the bot audio being played to the
     /// caller during this inbound frame ([`SILENCE_DBFS`] when nothing plays). Returns the
     /// predicted echo level in this frame, dBFS.
-    pub fn push_reference(&mut self, played_dbfs: f32) -> f32 {
+    pub fn push_reference(&mut self, played_dbfs: f32, played_bands: &Bands) -> f32 {
         self.head = (self.head + 1) % TAPS;
         self.ref_pow[self.head] = if played_dbfs <= SILENCE_DBFS {
             0.0
         } else {
             dbfs_to_power(played_dbfs)
         };
+        self.ref_bands[self.head] = *played_bands;
         let fitted: f64 = (0..TAPS)
             .map(|j| self.w[j] * f64::from(self.ref_at(j)))
             .sum();
         self.echo_pow = fitted.max(0.0) as f32;
+        self.predict_bands();
         let predicted = if self.is_trusted() {
             power_to_dbfs(self.echo_pow) + SPREAD_WEIGHT * self.spread_db()
         } else {
@@ -184,6 +207,76 @@ impl EchoModel {
             predicted
         };
         self.last_prediction_db
+    }
+
+    /// Per band, the echo the full-band fit predicts, coloured by the band gains; before the fit
+    /// is trusted, the loudest reference of the window at the assumed worst-case gain.
+    fn predict_bands(&mut self) {
+        let mut out = SILENT_BANDS;
+        if self.is_trusted() {
+            for j in 0..TAPS {
+                let g = self.w[j] as f32;
+                if g <= 0.0 {
+                    continue;
+                }
+                let r = &self.ref_bands[(self.head + TAPS - j) % TAPS];
+                for b in 0..BANDS {
+                    out[b] += g * r[b];
+                }
+            }
+            for b in 0..BANDS {
+                out[b] *= self.band_gain[b];
+            }
+        } else {
+            let g = dbfs_to_power(self.unlearned_gain_db());
+            for r in &self.ref_bands {
+                for b in 0..BANDS {
+                    out[b] = out[b].max(g * r[b]);
+                }
+            }
+        }
+        self.echo_bands = out;
+    }
+
+    /// The predicted echo power per band of the current frame, before any margin.
+    pub fn predicted_bands(&self) -> &Bands {
+        &self.echo_bands
+    }
+
+    /// How far real echo scatters around the prediction in each band, dB (mean excess plus one
+    /// standard deviation): the margin a band needs before its energy counts as the caller.
+    pub fn band_spread_db(&self, b: usize) -> f32 {
+        if !self.is_trusted() {
+            return 0.0;
+        }
+        let m = self.band_dev[b];
+        (self.band_dev_sq[b] - m * m).max(0.0).sqrt() + m.max(0.0)
+    }
+
+    /// Learns the line's colour from an echo-only frame: per band, the ratio of the real echo
+    /// (above the band's noise) to the full-band prediction.
+    pub fn observe_bands(&mut self, inbound: &Bands, noise: &Bands) {
+        if !self.is_trusted() {
+            return;
+        }
+        for b in 0..BANDS {
+            let predicted = self.echo_bands[b];
+            if predicted <= 0.0 || predicted < noise[b] * BAND_VISIBLE / self.band_gain[b].max(1e-3)
+            {
+                continue;
+            }
+            let real = (inbound[b] - noise[b]).max(0.0);
+            let base = predicted / self.band_gain[b].max(1e-6);
+            // A band far louder than predicted is more likely the caller: cap its pull.
+            let ratio = (real / base).min(4.0 * self.band_gain[b]);
+            self.band_gain[b] += BAND_MU * (ratio - self.band_gain[b]);
+            if real > 0.0 {
+                let d = 10.0 * (real / predicted).log10();
+                let d = d.clamp(-30.0, 30.0);
+                self.band_dev[b] += ALPHA * (d - self.band_dev[b]);
+                self.band_dev_sq[b] += ALPHA * (d * d - self.band_dev_sq[b]);
+            }
+        }
     }
 
     /// The prediction made by the last [`push_reference`](Self::push_reference).
@@ -313,6 +406,8 @@ impl EchoModel {
     /// Forgets the reference history but keeps the learned path (the line has not changed).
     pub fn clear_reference(&mut self) {
         self.ref_pow = [0.0; TAPS];
+        self.ref_bands = [SILENT_BANDS; TAPS];
+        self.echo_bands = SILENT_BANDS;
         self.tail_db = SILENCE_DBFS;
     }
 }
@@ -336,7 +431,7 @@ mod tests {
         for k in 0..200 {
             let lvl = bot_level(k);
             played.push(lvl);
-            m.push_reference(lvl);
+            m.push_reference(lvl, &SILENT_BANDS);
             let echo = if k >= delay {
                 played[k - delay] + gain
             } else {
@@ -348,7 +443,7 @@ mod tests {
         assert_eq!(p.delay, Duration::from_millis(120));
         assert!((p.gain_db - gain).abs() < 1.0, "{p:?}");
         // Prediction explains the echo within a few dB.
-        let pred = m.push_reference(bot_level(200));
+        let pred = m.push_reference(bot_level(200), &SILENT_BANDS);
         let actual = played[200 - delay] + gain;
         assert!(
             pred >= actual - 0.5 && pred <= actual + 15.0,
@@ -359,12 +454,12 @@ mod tests {
     #[test]
     fn unlearned_model_is_conservative() {
         let mut m = EchoModel::new();
-        let p = m.push_reference(-20.0);
+        let p = m.push_reference(-20.0, &SILENT_BANDS);
         assert_eq!(p, -20.0 + UNLEARNED_GAIN_DB);
         assert!(m.is_reference_recent());
         // The reference leaves the 480 ms window after 24 frames; the tail then decays.
         for _ in 0..60 {
-            m.push_reference(SILENCE_DBFS);
+            m.push_reference(SILENCE_DBFS, &SILENT_BANDS);
         }
         assert!(!m.is_reference_recent());
         assert_eq!(m.predicted_dbfs(), SILENCE_DBFS);

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::audio::{
     FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
 };
-use super::bargein::{BargeInDetector, Verdict, is_caller_speech, is_unexplained_energy};
+use super::bargein::{BargeInDetector, Verdict, band_excess_db, is_caller_speech};
 use super::chunker::Chunker;
 use super::codec::{self, FrameError};
 use super::config::{ConfigError, Forward, SessionConfig};
@@ -35,6 +35,7 @@ use super::link::{AgentLink, Control, SessionEnds};
 use super::pacing::Pacer;
 use super::preroll::Preroll;
 use super::resample::FrameResampler;
+use super::spectrum::{BandAnalyzer, BandNoiseFloor, Bands, SILENT_BANDS};
 use super::stats::Stats;
 use super::tone::ToneDetector;
 use super::vad::{FrameFeatures, SpeechState, SpeechTransition, VoiceDetector};
@@ -50,6 +51,12 @@ const PLAYOUT_LOG: usize = 64;
 const CONTINUE_SNR_DB: f32 = 1.0;
 /// Inside an utterance, the margin over the predicted echo that continues it (dB).
 const CONTINUE_MARGIN_DB: f32 = 2.0;
+/// Band noise floors are minimum statistics, under the noise's mean: each band's noise counts
+/// this many times its floor (3 dB) before energy is unexplained.
+const BAND_NOISE_K: f32 = 2.0;
+/// A frame is unexplained energy when the power left after subtracting noise and echo (each
+/// with its margin) is at least this far above... the explained power, dB.
+const BAND_EXCESS_DB: f32 = -6.0;
 /// Frames of played audio that make the bot "playing" (200 ms).
 const BOT_PLAYING_FRAMES: usize = 10;
 /// How long to wait for `websocket:cleared` before sending audio again anyway (§1.6).
@@ -93,6 +100,17 @@ impl std::error::Error for TextRejected {}
 struct Played {
     start: Instant,
     level_dbfs: f32,
+    bands: Bands,
+}
+
+/// The echo reference of one caller frame, given from outside (offline evaluation of recordings;
+/// see [`Session::set_external_reference`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExternalReference {
+    /// Level of what the caller's side heard from the bot during the frame, dBFS.
+    pub level_dbfs: f32,
+    /// Its band powers.
+    pub bands: Bands,
 }
 
 /// The bot is paused on a barge-in suspicion.
@@ -190,7 +208,10 @@ pub struct Session {
     echo: EchoModel,
     /// Offline evaluation of recordings: the echo reference level of the next caller frame,
     /// given from outside instead of taken from what was sent.
-    external_reference: Option<f32>,
+    external_reference: Option<ExternalReference>,
+    bands_in: BandAnalyzer,
+    bands_out: BandAnalyzer,
+    band_noise: BandNoiseFloor,
     paused: Option<Paused>,
     history: SentHistory,
     preroll: Preroll,
@@ -199,6 +220,7 @@ pub struct Session {
     last_features: FrameFeatures,
     last_echo_dbfs: f32,
     last_caller: bool,
+    last_excess_db: f32,
 
     // outbound
     ends: SessionEnds,
@@ -257,6 +279,9 @@ impl Session {
             tone: ToneDetector::new(call),
             echo: EchoModel::new(),
             external_reference: None,
+            bands_in: BandAnalyzer::new(call),
+            bands_out: BandAnalyzer::new(call),
+            band_noise: BandNoiseFloor::new(),
             paused: None,
             history: SentHistory::new(
                 super::vad::frames_of(config.bargein.resume_rewind) as usize,
@@ -272,6 +297,7 @@ impl Session {
             },
             last_echo_dbfs: SILENCE_DBFS,
             last_caller: false,
+            last_excess_db: SILENCE_DBFS,
             ends,
             read_pos: 0,
             chunker: Chunker::new(agent, call).map_err(|_| resampler_err(agent, call))?,
@@ -338,6 +364,12 @@ impl Session {
         self.last_caller
     }
 
+    /// Band evidence of the last caller frame: power neither noise nor echo explains, over the
+    /// power they explain, dB.
+    pub fn last_excess_db(&self) -> f32 {
+        self.last_excess_db
+    }
+
     /// Predicted echo level of the last caller frame, dBFS.
     pub fn last_echo_dbfs(&self) -> f32 {
         self.last_echo_dbfs
@@ -354,12 +386,12 @@ impl Session {
     }
 
     /// For offline evaluation of recorded calls only: from now on the echo model's reference is
-    /// `level_dbfs` for every caller frame (until called again; `None` returns to what was
+    /// `reference` for every caller frame (until called again; `None` returns to what was
     /// actually sent). A recording cannot react to the session: when the session pauses or
     /// clears the bot, the bot's echo in the recording goes on, so the echo model must be told
     /// what the recorded caller's side really heard. On a live call the sent audio *is* that.
-    pub fn set_external_reference(&mut self, level_dbfs: Option<f32>) {
-        self.external_reference = level_dbfs;
+    pub fn set_external_reference(&mut self, reference: Option<ExternalReference>) {
+        self.external_reference = reference;
     }
 
     /// Algorithmic delay the pipeline adds to caller audio on its way to the agent.
@@ -415,23 +447,43 @@ impl Session {
 
         // What the caller heard from us during this frame: the echo reference.
         let mut played = SILENCE_DBFS;
+        let mut played_bands = SILENT_BANDS;
         while let Some(p) = self.playout.front() {
             if p.start >= now {
                 break;
             }
             played = played.max(p.level_dbfs);
+            for (m, b) in played_bands.iter_mut().zip(p.bands.iter()) {
+                *m = m.max(*b);
+            }
             self.playout.pop_front();
         }
-        let played = self.external_reference.unwrap_or(played);
-        let echo_dbfs = self.echo.push_reference(played);
+        if let Some(r) = self.external_reference {
+            played = r.level_dbfs;
+            played_bands = r.bands;
+        }
+        let echo_dbfs = self.echo.push_reference(played, &played_bands);
 
         let features = self.vad.analyse(&self.frame[..n], level);
+        let bands = self.bands_in.analyse(&self.frame[..n]);
+        let band_noise = *self.band_noise.update(&bands);
         // A DTMF tone pair is never the caller talking (and a tone's last partial frame neither).
         self.tone.detect(&self.frame[..n]);
         let tonal = self.tone.is_tonal();
         let (snr_min, margin) = (self.config.snr_min_db, self.config.bargein.echo_margin_db);
-        let caller = !tonal && is_caller_speech(&features, echo_dbfs, snr_min, margin);
-        let energy = !tonal && is_unexplained_energy(&features, echo_dbfs, snr_min, margin);
+        let mut echo_k = [0.0f32; super::spectrum::BANDS];
+        for (b, k) in echo_k.iter_mut().enumerate() {
+            *k = super::audio::dbfs_to_power(margin + self.echo.band_spread_db(b));
+        }
+        let excess_db = band_excess_db(
+            &bands,
+            &band_noise,
+            self.echo.predicted_bands(),
+            BAND_NOISE_K,
+            &echo_k,
+        );
+        let energy = !tonal && features.snr_db() >= snr_min && excess_db >= BAND_EXCESS_DB;
+        let caller = energy && features.voiced;
         // Learn the echo only from frames that are echo and noise: not the caller's detected
         // speech, not a suspicion, not inside an utterance (its quiet frames are the caller too).
         if !caller
@@ -441,10 +493,12 @@ impl Session {
             && self.echo.is_reference_recent()
         {
             self.echo.observe(level, features.noise_floor_dbfs);
+            self.echo.observe_bands(&bands, &band_noise);
         }
         self.last_features = features;
         self.last_echo_dbfs = echo_dbfs;
         self.last_caller = caller;
+        self.last_excess_db = excess_db;
 
         // Caller audio to the agent's rate.
         let m = self
@@ -909,7 +963,12 @@ impl Session {
         if let Some(bytes) = self.history.next_replay(&mut out[..len]) {
             // Resuming with a rewind: the last frames before the pause, again.
             let start = self.pacer.on_sent(now);
-            self.record_sent(start, crate::core::audio::level_dbfs_bytes(&out[..bytes]));
+            let bands = self.bands_out.analyse_bytes(&out[..bytes]);
+            self.record_sent(
+                start,
+                crate::core::audio::level_dbfs_bytes(&out[..bytes]),
+                bands,
+            );
             self.frames_in_turn += 1;
             return Some(bytes);
         }
@@ -921,7 +980,8 @@ impl Session {
         };
         self.history.push(&out[..f.bytes]);
         let start = self.pacer.on_sent(now);
-        self.record_sent(start, f.level_dbfs);
+        let bands = self.bands_out.analyse_bytes(&out[..f.bytes]);
+        self.record_sent(start, f.level_dbfs, bands);
         if f.padded {
             self.stats.frames_padded += 1;
         }
@@ -964,11 +1024,15 @@ impl Session {
     }
 
     /// Notes a frame handed to the shell: the echo reference and the counters.
-    fn record_sent(&mut self, start: Instant, level_dbfs: f32) {
+    fn record_sent(&mut self, start: Instant, level_dbfs: f32, bands: Bands) {
         if self.playout.len() == PLAYOUT_LOG {
             self.playout.pop_front();
         }
-        self.playout.push_back(Played { start, level_dbfs });
+        self.playout.push_back(Played {
+            start,
+            level_dbfs,
+            bands,
+        });
         self.stats.frames_out += 1;
     }
 

@@ -122,8 +122,7 @@ impl ToneDetector {
             && col_p >= margin * col_next
             && row_p <= twist * col_p
             && col_p <= twist * row_p;
-        ok.then(|| DtmfDigit::from_char(KEYS[row][col]))
-            .flatten()
+        ok.then(|| DtmfDigit::from_char(KEYS[row][col])).flatten()
     }
 }
 

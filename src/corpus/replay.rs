@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::manifest::{Clip, CorpusError, Manifest};
-use crate::core::{Command, Event, SampleRate, Session, SessionConfig};
+use crate::core::{Command, Event, ExternalReference, SampleRate, Session, SessionConfig};
 
 /// A clip's audio, decoded.
 #[derive(Debug, Clone)]
@@ -142,14 +142,22 @@ pub fn replay_clip(
         ..Replay::default()
     };
     let mut busy = Duration::ZERO;
-    let ref_level = |k: u64| -> f32 {
+    let mut analyser = crate::core::spectrum::BandAnalyzer::new(audio.rate);
+    let mut ref_at = |k: u64| -> ExternalReference {
+        let silent = ExternalReference {
+            level_dbfs: crate::core::audio::SILENCE_DBFS,
+            bands: crate::core::spectrum::SILENT_BANDS,
+        };
         if k < out_start_frame {
-            return crate::core::audio::SILENCE_DBFS;
+            return silent;
         }
         let j = (k - out_start_frame) as usize * n;
         reference
             .get(j..j + n)
-            .map_or(crate::core::audio::SILENCE_DBFS, crate::core::audio::level_dbfs)
+            .map_or(silent, |x| ExternalReference {
+                level_dbfs: crate::core::audio::level_dbfs(x),
+                bands: analyser.analyse(x),
+            })
     };
 
     for k in 0..frames as u64 {
@@ -166,9 +174,9 @@ pub fn replay_clip(
             }
             busy += t.elapsed();
         }
-        let level = ref_level(k);
+        let reference_now = ref_at(k);
         let t = std::time::Instant::now();
-        session.set_external_reference(Some(level));
+        session.set_external_reference(Some(reference_now));
         while session.poll_transmit(frame_start, &mut out_buf).is_some() {
             rec.frames_out += 1;
             while session.poll_command().is_some() {}

@@ -244,7 +244,10 @@ pub fn table(r: &EvalReport) -> String {
         row(k, g);
     }
     if !r.per_clip.is_empty() {
-        let _ = writeln!(s, "\nper clip (ms): onsets | pauses | releases (at, silence) | barge-ins");
+        let _ = writeln!(
+            s,
+            "\nper clip (ms): onsets | pauses | releases (at, silence) | barge-ins"
+        );
         for c in &r.per_clip {
             let _ = writeln!(
                 s,
