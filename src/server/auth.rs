@@ -155,7 +155,7 @@ impl Auth {
                     .saturating_add(v.replay_window().as_secs())
                     .max(now_unix.saturating_add(1));
                 let ttl = std::time::Duration::from_secs(until - now_unix);
-                match self.shared.record_jti(jti, ttl).await {
+                match self.shared.record_jti(jti, token.iat, ttl).await {
                     Ok(()) => {}
                     Err(StateError::Replayed) => return Err(JwtError::Replayed.into()),
                     Err(_) => return Err(SignedRefusal::ReplayCacheUnavailable),

@@ -245,6 +245,7 @@ impl SharedState for MemoryState {
     fn record_jti<'a>(
         &'a self,
         jti: &'a str,
+        _issued_at_unix: u64,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(std::future::ready(self.record_jti_now(jti, ttl)))

@@ -58,11 +58,14 @@ pub trait SharedState: Send + Sync + fmt::Debug {
     /// for Redis, the last health check passed and the end-of-call subscription is live.
     fn is_available(&self) -> bool;
 
-    /// Records the webhook token id `jti` as used for `ttl`; [`StateError::Replayed`] when it
-    /// was already recorded by any instance.
+    /// Records the webhook token id `jti` (of a token issued at `issued_at_unix`) as used for
+    /// `ttl`; [`StateError::Replayed`] when it was already recorded by any instance. A store
+    /// that may have forgotten ids (Redis restarted without its data) refuses tokens issued
+    /// before it noticed, with [`StateError::Unavailable`], for one window.
     fn record_jti<'a>(
         &'a self,
         jti: &'a str,
+        issued_at_unix: u64,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StateError>>;
 

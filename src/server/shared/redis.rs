@@ -20,6 +20,13 @@
 //! instance's subscription was reconnecting): the keepalive, which renews this instance's claims
 //! every [`KEEPALIVE_EVERY`], also reads `ended`, so such a call still ends within that time.
 //!
+//! Redis restarted without its data forgets the replay cache. So the first instance to reach a
+//! Redis without the `voicegate:epoch` key writes a random one, and every instance that finds
+//! the epoch missing or changed refuses, for one age window, webhook tokens issued before it
+//! noticed ([`StateError::Unavailable`], a 503 Vonage retries with a fresh token): a token seen
+//! before the loss is never accepted again. Run Redis with `maxmemory-policy noeviction` so it
+//! never drops keys of its own accord.
+//!
 //! Three background tasks per instance, each holding only a weak reference (they stop when the
 //! state is dropped): the health check (`PING` every [`HEALTH_EVERY`], the readiness input), the
 //! subscription (reconnects with backoff) and the keepalive.
@@ -28,7 +35,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -162,6 +169,11 @@ struct Inner {
     linger: Duration,
     scripts: Scripts,
     logged: Mutex<u32>,
+    /// The `voicegate:epoch` value last seen.
+    epoch: Mutex<Option<String>>,
+    /// Webhook tokens issued before this (Unix s) are refused: the replay cache may have
+    /// forgotten them. 0: none.
+    replay_floor: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -237,6 +249,8 @@ impl RedisState {
                 keepalive: Script::new(KEEPALIVE_LUA),
             },
             logged: Mutex::new(0),
+            epoch: Mutex::new(None),
+            replay_floor: AtomicU64::new(0),
         });
         inner.metrics.redis_up.set(0);
         tokio::spawn(health_loop(Arc::downgrade(&inner)));
@@ -422,7 +436,14 @@ impl Inner {
         }
     }
 
-    async fn record_jti(&self, jti: &str, ttl: Duration) -> Result<(), StateError> {
+    async fn record_jti(&self, jti: &str, iat: u64, ttl: Duration) -> Result<(), StateError> {
+        if iat < self.replay_floor.load(Ordering::Acquire) {
+            // Possibly seen before Redis lost its data: never accepted (Vonage retries with a
+            // fresh token).
+            self.metrics.redis_error(StateOp::jti);
+            tracing::warn!("signed token issued before the replay cache was reset: refused");
+            return Err(StateError::Unavailable(StateOp::jti));
+        }
         let digest = Sha256::digest(jti.as_bytes());
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         let mut conn = self.conn.clone();
@@ -481,6 +502,42 @@ impl Inner {
         ended
     }
 
+    /// Reads (or writes) `voicegate:epoch`; when it is missing or changed, Redis lost its data:
+    /// refuse webhook tokens issued before now for one window (see the module docs).
+    async fn check_epoch(&self) -> Result<(), RedisError> {
+        const KEY: &str = "voicegate:epoch";
+        let mut conn = self.conn.clone();
+        let mut current: Option<String> = redis::cmd("GET").arg(KEY).query_async(&mut conn).await?;
+        let mut created = false;
+        if current.is_none() {
+            let mut r = [0u8; 16];
+            let _ = getrandom::getrandom(&mut r);
+            let fresh: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let set: Option<String> = redis::cmd("SET")
+                .arg(KEY)
+                .arg(&fresh)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+            created = set.is_some();
+            current = redis::cmd("GET").arg(KEY).query_async(&mut conn).await?;
+        }
+        let mut seen = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = seen.is_some() && *seen != current;
+        if created || changed {
+            let now = crate::server::auth::unix_now();
+            self.replay_floor.fetch_max(now, Ordering::AcqRel);
+            if changed {
+                tracing::warn!(
+                    "Redis lost its data (restarted without persistence?): signed webhooks \
+                     issued before now are refused for one age window"
+                );
+            }
+        }
+        *seen = current;
+        Ok(())
+    }
+
     /// Hands a call ended elsewhere to the local registry.
     fn end_locally(&self, call: CallId) {
         if self.owned().contains(&call) {
@@ -504,7 +561,12 @@ async fn health_loop(weak: Weak<Inner>) {
         )
         .await;
         match ping {
-            Ok(Ok(_)) => inner.set_up(true, None),
+            Ok(Ok(_)) => match inner.check_epoch().await {
+                Ok(()) => inner.set_up(true, None),
+                Err(e) => {
+                    inner.failed(StateOp::ping, &e, true);
+                }
+            },
             Ok(Err(e)) => {
                 inner.failed(StateOp::ping, &e, true);
             }
@@ -605,9 +667,10 @@ impl SharedState for RedisState {
     fn record_jti<'a>(
         &'a self,
         jti: &'a str,
+        issued_at_unix: u64,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StateError>> {
-        Box::pin(self.inner.record_jti(jti, ttl))
+        Box::pin(self.inner.record_jti(jti, issued_at_unix, ttl))
     }
 
     fn claim_socket<'a>(
@@ -684,7 +747,12 @@ mod tests {
         tokio::time::sleep(HEALTH_EVERY * 2).await;
         assert!(!s.is_available());
         assert!(matches!(
-            s.record_jti("j", Duration::from_secs(60)).await,
+            s.record_jti(
+                "j",
+                crate::server::auth::unix_now(),
+                Duration::from_secs(60)
+            )
+            .await,
             Err(StateError::Unavailable(StateOp::jti))
         ));
         let call = CallId::parse("c").unwrap();
