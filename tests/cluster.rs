@@ -90,6 +90,9 @@ impl Redis {
             .args(["--maxmemory-policy", "noeviction"])
             .arg("--dir")
             .arg(&self.dir)
+            // For `.ci/run`'s clean-up, should this test process be killed before its Drop.
+            .arg("--pidfile")
+            .arg(self.dir.join("redis.pid"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
