@@ -9,7 +9,9 @@
 //! * SIGTERM with active calls: readiness false at once, answers still work, the calls finish,
 //!   exit 0 before the drain timeout;
 //! * Redis killed mid-call: no panic, readiness false, the call goes on, replay protection
-//!   never fails open (not even after Redis comes back empty); readiness recovers.
+//!   never fails open (not even after Redis comes back empty); readiness recovers;
+//! * Redis killed, unsigned webhooks: answers and local call ends keep working, new sockets
+//!   are refused (503).
 //!
 //! Every test starts its own `redis-server` on a free port with a temporary directory and no
 //! persistence, so tests do not interfere and the fault test can kill it. When `redis-server`
@@ -710,4 +712,58 @@ async fn redis_down_fails_closed_and_recovers() {
     assert!(report.counters.replies >= 2, "{report:?}");
     a.assert_no_panic();
     b.assert_no_panic();
+}
+
+/// Without signed webhooks there is no replay check to fail closed: with Redis down, answers
+/// still get a working NCCO and a terminal event still ends a call whose socket is here (the
+/// in-process record), while a new socket is refused (its claim cannot be shared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_unsigned_webhooks_keep_working_where_safe() {
+    let Some(mut redis) = Redis::start("redis_down_unsigned_webhooks_keep_working_where_safe")
+    else {
+        return;
+    };
+    let a = Instance::start("unsigned", &args(Some(&redis), &[])).await;
+    a.wait_ready(200, SLOW).await;
+    let id = CallIdentity::fresh();
+    let (_, mut ws) = answer_then_connect(a.addr, a.addr, &id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    a.wait_ready(503, Duration::from_secs(10)).await;
+    // The answer webhook needs no shared state.
+    let other = CallIdentity::fresh();
+    let (uri, _) = answer_then_connect_uri(a.addr, &other).await;
+    // Its socket does (one socket per call, one use per token): refused, not admitted unchecked.
+    assert_eq!(upgrade_status(&uri).await, 503);
+    // `completed` for the call in progress ends it here.
+    let (status, _) = http(
+        a.addr,
+        "POST",
+        "/events",
+        None,
+        &status_event(&id.uuid, "completed"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(c) = m {
+                return c.map(|c| u16::from(c.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the local call ends on `completed` while Redis is down");
+    assert_eq!(code, Some(1000));
+    let m = a.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"voicegate_calls_rejected_total{reason="shared_state_unavailable"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    a.assert_no_panic();
 }

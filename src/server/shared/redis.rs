@@ -90,17 +90,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// KEYS: record, socket. ARGV: linger ms, channel prefix, call id.
-/// Returns the owner the end was published to, or ''.
+/// KEYS: record, socket. ARGV: linger ms, channel prefix, call id, our instance id.
+/// Returns the socket's owner ('' when none); another owner is told over pub/sub.
 const END_LUA: &str = r"
 redis.call('HSET', KEYS[1], 'ended', '1')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local owner = redis.call('GET', KEYS[2])
-if owner then
-  redis.call('PUBLISH', ARGV[2] .. owner, ARGV[3])
-  return owner
-end
-return ''
+if not owner then return '' end
+if owner ~= ARGV[4] then redis.call('PUBLISH', ARGV[2] .. owner, ARGV[3]) end
+return owner
 ";
 
 /// KEYS: record. ARGV: linger ms. Returns {disconnects, ended, token}.
@@ -400,6 +398,7 @@ impl Inner {
                     .arg(ms(self.linger))
                     .arg(format!("{PREFIX}:instance:"))
                     .arg(call.as_str())
+                    .arg(self.instance.as_str())
                     .invoke_async(&mut conn),
             )
             .await?;
