@@ -557,11 +557,8 @@ async fn expired_media_token(s: TestServer) -> String {
     let id = uuid(22);
     let _ = media_uri(s.addr, &id).await;
     let cid = voicegate::agent::CallId::parse(&id).unwrap();
-    let (token, _) = s
-        .state
-        .auth()
-        .media()
-        .mint(&cid, SampleRate::Hz16000, unix_now() - 3_600);
+    let call = voicegate::server::media_token::MediaCall::new(cid, SampleRate::Hz16000);
+    let (token, _) = s.state.auth().media().mint(&call, unix_now() - 3_600);
     let r = open(&format!("ws://{}/voice-stream/{id}?token={token}", s.addr)).await;
     format!("{:?}", r.err())
 }

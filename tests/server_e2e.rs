@@ -36,6 +36,12 @@ fn state() -> AppState {
     )
 }
 
+fn state_at(public_url: &str) -> AppState {
+    let mut cfg = ServerConfig::new();
+    cfg.public_url = Some(public_url.into());
+    AppState::new(cfg, std::sync::Arc::new(EchoAgent::default()))
+}
+
 async fn send(st: &AppState, req: Request<Body>) -> (StatusCode, String) {
     let res = app(st.clone()).oneshot(req).await.unwrap();
     let status = res.status();
@@ -143,6 +149,16 @@ async fn answer_get_and_post_vectors() {
 #[tokio::test]
 async fn event_vectors_are_acknowledged() {
     let st = state();
+    // §10.9: our socket dropped; the default answer is a spoken apology. (Before §10.15 for
+    // the same call: once `completed` is recorded, a `disconnected` needs no fallback.)
+    let (status, body) = send(
+        &st,
+        post("/events", &vector("09-event-disconnected.json")["content"]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let ncco: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ncco[0]["action"], "talk", "{body}");
     for name in [
         "03-event-started.json",
         "04-event-ringing.json",
@@ -174,15 +190,13 @@ async fn event_vectors_are_acknowledged() {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    // §10.9: our socket dropped; the default answer is a spoken apology.
+    // After `completed`, the same `disconnected` gets no fallback.
     let (status, body) = send(
         &st,
         post("/events", &vector("09-event-disconnected.json")["content"]),
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
-    let ncco: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ncco[0]["action"], "talk", "{body}");
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
     // GET form, unknown fields and statuses are tolerated.
     let req = Request::get("/events?status=something-new&uuid=abc&extra=1")
         .body(Body::empty())
@@ -225,12 +239,16 @@ async fn reconnect_policy_returns_the_same_connect() {
     cfg.on_disconnect = voicegate::server::config::OnDisconnect::Reconnect;
     cfg.public_url = Some("https://gateway.example.com".into());
     let st = AppState::new(cfg, std::sync::Arc::new(EchoAgent::default()));
-    send(
+    let (_, body) = send(
         &st,
         post("/answer", &vector("02-answer-post.json")["content"]),
     )
     .await;
-    let ev = vector("09-event-disconnected.json")["content"].clone();
+    let ncco: Value = serde_json::from_str(&body).unwrap();
+    // Vonage reports the websocket leg's events with `to` = the URI it connected to (§1.8),
+    // media token included: that is how any instance can re-mint it.
+    let mut ev = vector("09-event-disconnected.json")["content"].clone();
+    ev["to"] = ncco[0]["endpoint"][0]["uri"].clone();
     for _ in 0..3 {
         let (status, body) = send(&st, post("/events", &ev)).await;
         assert_eq!(status, StatusCode::OK);
@@ -263,7 +281,7 @@ async fn reconnect_policy_returns_the_same_connect() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let st = state();
+    let st = state_at("https://gateway.example.com");
     assert_eq!(
         send(&st, Request::get("/healthz").body(Body::empty()).unwrap())
             .await
@@ -283,13 +301,23 @@ async fn health_and_readiness() {
             .0,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    // Draining: callers hear the busy message.
-    let (_, body) = send(
+    // Draining: not ready, but an answer webhook still gets a working NCCO (the load balancer
+    // sends the socket to a ready instance; this one would still accept it).
+    let (status, body) = send(
         &st,
         post("/answer", &vector("02-answer-post.json")["content"]),
     )
     .await;
-    assert!(body.contains("busy"), "{body}");
+    assert_eq!(status, StatusCode::OK);
+    check_answer_ncco(
+        &body,
+        "wss://gateway.example.com",
+        "https://gateway.example.com",
+    );
+    let text = send(&st, Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .1;
+    assert_eq!(metric(&text, "voicegate_draining"), Some(1.0), "{text}");
 }
 
 // ------------------------------------------------------------------------------- calls

@@ -59,7 +59,7 @@ impl VonageCallControl {
     }
 
     /// Lets the control read per-call facts (`region_url`, the number that was called) from
-    /// `state`'s registry. Only the first call has an effect.
+    /// `state`'s registry of live sockets (the media token carried them). Only the first call has an effect.
     pub fn bind(&self, state: &AppState) {
         let _ = self.state.set(state.downgrade());
     }

@@ -121,8 +121,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "VOICEGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Redis URL for shared state (default: in-process state).
-    #[arg(long, env = "VOICEGATE_REDIS_URL")]
+    /// Redis URL for the state several instances share (`redis://[:password@]host:6379/0`):
+    /// the webhook replay cache, one socket per call, call ends across instances. Needs
+    /// --media-token-key (the same on every instance). Default: in-process state.
+    #[arg(long, env = "VOICEGATE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 }
 
@@ -136,6 +138,16 @@ impl std::fmt::Debug for MediaTokenKeyConfig {
     }
 }
 
+/// A configured Redis URL. Its `Debug` never shows it (it may hold a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
 /// Which agent serves calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentKind {
@@ -145,6 +157,24 @@ pub enum AgentKind {
     Bridge(String),
     /// The OpenAI Realtime adapter.
     OpenAiRealtime,
+}
+
+impl AgentKind {
+    /// A short name, carried in media tokens so the instance that serves a socket can tell a
+    /// call answered with another agent (a mixed cluster during a roll-out): `echo`,
+    /// `openai-realtime`, or `bridge:` and 16 hex digits of the URL's SHA-256.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Echo => "echo".to_owned(),
+            Self::OpenAiRealtime => "openai-realtime".to_owned(),
+            Self::Bridge(url) => {
+                use sha2::Digest as _;
+                let d = sha2::Sha256::digest(url.as_bytes());
+                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("bridge:{hex}")
+            }
+        }
+    }
 }
 
 /// The greeting `talk` action's settings.
@@ -215,6 +245,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Most times one call's socket is reconnected with `--on-disconnect reconnect`.
     pub max_reconnects: u32,
+    /// Redis for the state several instances share; `None` is in-process state.
+    pub redis_url: Option<RedisUrl>,
 }
 
 /// A configuration the server refuses to start with.
@@ -251,9 +283,22 @@ pub enum ServerConfigError {
     /// `--media-token-key` shorter than 16 bytes.
     #[error("--media-token-key must be at least 16 bytes")]
     MediaTokenKey,
+    /// `--redis-url` without `--media-token-key`: tokens minted by one instance would not
+    /// open sockets on another.
+    #[error(
+        "--redis-url needs --media-token-key (VOICEGATE_MEDIA_TOKEN_KEY), the same on every \
+         instance: a socket must be accepted by an instance that did not answer the call"
+    )]
+    RedisWithoutMediaTokenKey,
+    /// `--redis-url` is empty.
+    #[error("--redis-url is empty")]
+    EmptyRedisUrl,
     /// `--signature-secret` given but empty.
     #[error("--signature-secret is empty")]
     EmptySecret,
+    /// `--redis-url` cannot be used.
+    #[error(transparent)]
+    Redis(#[from] super::shared::RedisConfigError),
     /// A session parameter out of range.
     #[error("{0}")]
     Session(#[from] crate::core::ConfigError),
@@ -305,6 +350,14 @@ impl TryFrom<ServeArgs> for ServerConfig {
             Some(k) => Some(MediaTokenKeyConfig(k)),
             None => None,
         };
+        let redis_url = match a.redis_url {
+            Some(u) if u.trim().is_empty() => return Err(ServerConfigError::EmptyRedisUrl),
+            Some(_) if media_token_key.is_none() => {
+                return Err(ServerConfigError::RedisWithoutMediaTokenKey);
+            }
+            Some(u) => Some(RedisUrl(u.trim().to_owned())),
+            None => None,
+        };
         let mut session = SessionConfig::new(rate, agent_rate.unwrap_or(rate));
         a.pipeline.apply(&mut session);
         session.validate()?;
@@ -344,6 +397,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
             // Audio frames are at most 960 bytes; text messages at most MAX_TEXT_BYTES.
             max_message_bytes: crate::vonage::media_protocol::MAX_TEXT_BYTES,
             max_reconnects: 3,
+            redis_url,
         })
     }
 }
@@ -434,5 +488,32 @@ mod tests {
         assert!(normalise_public_url("ftp://x").is_err());
         assert!(normalise_public_url("https://").is_err());
         assert!(normalise_public_url("https://a b").is_err());
+        assert_eq!(c.redis_url, None);
+        assert_eq!(AgentKind::Echo.label(), "echo");
+        assert!(
+            AgentKind::Bridge("ws://a/agent".into())
+                .label()
+                .starts_with("bridge:")
+        );
+    }
+
+    #[test]
+    fn redis_needs_a_shared_media_key() {
+        let mut a = ServeArgs {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            ServerConfig::try_from(a.clone()),
+            Err(ServerConfigError::RedisWithoutMediaTokenKey)
+        ));
+        a.media_token_key = Some("0123456789abcdef".into());
+        let c = ServerConfig::try_from(a.clone()).unwrap();
+        assert_eq!(c.redis_url.unwrap().0, "redis://127.0.0.1:6379");
+        a.redis_url = Some(" ".into());
+        assert!(matches!(
+            ServerConfig::try_from(a),
+            Err(ServerConfigError::EmptyRedisUrl)
+        ));
     }
 }

@@ -41,9 +41,12 @@ pub enum ServerError {
     /// Authentication failed (a webhook signature, a media token); the reason is a fixed label.
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
-    /// A media socket for a call we did not answer, or one that is over.
+    /// A media socket for a call that is over.
     #[error("unknown or ended call")]
     UnknownCall,
+    /// The shared state (Redis) cannot be reached: replay checks and socket claims fail closed.
+    #[error("shared state unavailable; try again")]
+    SharedStateUnavailable,
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ServerConfigError),
@@ -71,7 +74,9 @@ impl ServerError {
             Self::Webhook(_) | Self::BadRequest(_) | Self::CallId(_) | Self::NoHost => {
                 StatusCode::BAD_REQUEST
             }
-            Self::AtCapacity { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AtCapacity { .. } | Self::ShuttingDown | Self::SharedStateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::DuplicateSocket => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::UnknownCall => StatusCode::NOT_FOUND,

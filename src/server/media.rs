@@ -79,7 +79,7 @@ pub async fn run(ws: WebSocket, guard: SocketGuard, st: AppState) {
 async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let cfg = st.config();
     let agent = st.agent().clone();
-    let entry = guard.entry().clone();
+    let entry = guard.call().clone();
     let call_rate = entry.rate;
     let agent_rate = cfg
         .agent_rate

@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::shared::StateOp;
 use crate::core::stats::Stats;
 use crate::vonage::webhooks::CallStatus;
 
@@ -92,6 +93,7 @@ pub enum RejectLabel {
     rate_mismatch,
     unknown_call,
     bad_connected,
+    shared_state_unavailable,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +106,11 @@ struct RejectLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthLabels {
     reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: StateOp,
 }
 
 /// Every metric the server exports. Cheap to clone (the metrics are `Arc`s inside).
@@ -157,6 +164,14 @@ pub struct Metrics {
     media_auth_failures: Family<AuthLabels, Counter>,
     /// `voicegate_media_idle_timeouts_total`: calls closed because their audio stopped.
     pub idle_timeouts: Counter,
+    /// `voicegate_draining`: 1 from SIGTERM/SIGINT until exit (not ready, calls finishing).
+    pub draining: Gauge,
+    /// `voicegate_redis_up`: 1 while Redis answers (registered with `--redis-url` only).
+    pub redis_up: Gauge,
+    redis_errors: Family<OpLabels, Counter>,
+    /// `voicegate_remote_ends_total`: calls ended here because their terminal event reached
+    /// another instance.
+    pub remote_ends: Counter,
     /// `voicegate_frame_processing_seconds`: time to process one caller frame.
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
@@ -164,8 +179,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric.
+    /// Registers every metric, without the Redis ones.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Registers every metric, and the Redis ones (`voicegate_redis_up`,
+    /// `voicegate_redis_errors_total{op}`) when `redis` is set.
+    pub fn build(redis: bool) -> Self {
         let mut r = Registry::with_prefix("voicegate");
         let m = Self {
             registry: Arc::new(Registry::default()),
@@ -194,6 +215,10 @@ impl Metrics {
             webhook_auth_failures: Family::default(),
             media_auth_failures: Family::default(),
             idle_timeouts: Counter::default(),
+            draining: Gauge::default(),
+            redis_up: Gauge::default(),
+            redis_errors: Family::default(),
+            remote_ends: Counter::default(),
             // 10 µs .. ~20 ms
             frame_processing: Histogram::new(exponential_buckets(10e-6, 2.0, 12)),
             // 0.5 ms .. ~1 s
@@ -305,6 +330,28 @@ impl Metrics {
             m.idle_timeouts.clone(),
         );
         r.register(
+            "draining",
+            "1 while shutting down: not ready, active calls finishing",
+            m.draining.clone(),
+        );
+        r.register(
+            "remote_ends",
+            "Calls ended here because their terminal event reached another instance",
+            m.remote_ends.clone(),
+        );
+        if redis {
+            r.register(
+                "redis_up",
+                "1 while Redis (the shared state) answers",
+                m.redis_up.clone(),
+            );
+            r.register(
+                "redis_errors",
+                "Redis operations that failed or timed out, by operation",
+                m.redis_errors.clone(),
+            );
+        }
+        r.register(
             "frame_processing_seconds",
             "Time to process one caller frame",
             m.frame_processing.clone(),
@@ -342,6 +389,11 @@ impl Metrics {
         self.media_auth_failures
             .get_or_create(&AuthLabels { reason })
             .inc();
+    }
+
+    /// Counts one failed shared-state operation.
+    pub fn redis_error(&self, op: StateOp) {
+        self.redis_errors.get_or_create(&OpLabels { op }).inc();
     }
 
     /// Records one caller frame's processing time. Allocation-free.
@@ -423,5 +475,16 @@ mod tests {
         assert!(text.contains(r#"voicegate_calls_rejected_total{reason="at_capacity"} 1"#));
         assert!(text.contains("voicegate_frame_processing_seconds_bucket"));
         assert!(text.contains("voicegate_pacing_lateness_seconds_bucket"));
+        assert!(text.contains("voicegate_draining 0"));
+        assert!(!text.contains("voicegate_redis_up"));
+        let m = Metrics::build(true);
+        m.redis_up.set(1);
+        m.redis_error(StateOp::claim);
+        let text = m.encode();
+        assert!(text.contains("voicegate_redis_up 1"), "{text}");
+        assert!(
+            text.contains(r#"voicegate_redis_errors_total{op="claim"} 1"#),
+            "{text}"
+        );
     }
 }

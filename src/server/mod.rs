@@ -7,11 +7,16 @@
 //! | `GET\|POST /events` | event webhook: statuses end calls; `disconnected` gets `--on-disconnect` |
 //! | `GET\|POST /fallback` | fallback answer URL: handled as an answer or an event |
 //! | `GET /voice-stream/{call_id}?token=…` | the media WebSocket (per-call token from the NCCO) |
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 when draining or full) |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 when draining, when the shared state is unreachable, or when full) |
 //! | `GET /metrics` | Prometheus text, `voicegate_*` |
 //!
 //! Webhooks are verified when a signature secret is configured and media sockets always need
-//! the token the answer webhook minted: see [`auth`].
+//! the token the answer webhook minted: see [`auth`] and [`media_token`].
+//!
+//! Several instances can serve one Vonage application behind a load balancer: the answer
+//! webhook keeps nothing (the call travels in the media token), and what instances must agree
+//! on (webhook replay cache, one socket per call, call ends) is in the [`shared`] state, in
+//! Redis with `--redis-url`.
 //!
 //! [`app`] builds the router from an [`AppState`] (tests call it directly); [`serve`] runs it on
 //! a listener until a shutdown future completes, then drains; [`run`] is `voicegate serve`.
@@ -23,8 +28,10 @@ pub mod call_control;
 pub mod config;
 pub mod error;
 pub mod media;
+pub mod media_token;
 pub mod metrics;
 pub mod routes;
+pub mod shared;
 pub mod state;
 
 use std::future::Future;
@@ -38,9 +45,10 @@ use tokio::net::TcpListener;
 
 pub use self::config::{ServeArgs, ServerConfig};
 pub use self::error::ServerError;
+use self::shared::SharedSetup;
 pub use self::state::AppState;
 use crate::agent::echo::EchoAgent;
-use crate::agent::{Agent, EndReason};
+use crate::agent::{Agent, EndReason, NoCallControl};
 use crate::vonage::webhooks::MAX_WEBHOOK_BODY;
 use config::AgentKind;
 
@@ -72,8 +80,14 @@ pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` completes; then stops taking calls, lets active
-/// calls finish for up to the configured drain timeout, ends the rest, and returns.
+/// Serves `state` on `listener` until `shutdown` completes; then drains and returns:
+///
+/// 1. readiness turns false at once (`/readyz` 503, `voicegate_draining` 1), so the load
+///    balancer stops sending new calls; everything else is still served (an answer webhook
+///    still gets a working NCCO, a socket is still accepted, events still end calls);
+/// 2. active calls run to their end, for up to `--drain-timeout-s`;
+/// 3. the calls still up then are closed (1000, `shutdown`), their socket claims released in
+///    the shared state, and the listener closes.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -100,6 +114,9 @@ pub async fn serve(
         while drain_state.active_calls() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Claims left in the shared state would block a reconnect elsewhere until they expire.
+        drain_state.wait_released(Duration::from_secs(2)).await;
+        tracing::info!("drained");
         let _ = stop_tx.send(());
     };
     tokio::spawn(drain);
@@ -140,8 +157,14 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         );
     }
     let addr = config.listen;
-    // Before binding, so a bad key or API URL stops the start-up.
-    let state = state_with_call_control(config, agent)?;
+    // Before binding, so a bad key, API URL or Redis URL stops the start-up.
+    let shared = SharedSetup::from_config(&config).map_err(config::ServerConfigError::from)?;
+    tracing::info!(
+        backend = shared.state.backend(),
+        instance = %shared.instance,
+        "shared state"
+    );
+    let state = state_with_call_control(config, agent, shared)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
@@ -153,11 +176,13 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The server state, with call control through the Vonage REST API when `--application-id` and
-/// `--private-key` are given (else agent actions fail with a clear "not configured" error).
+/// The server state over `shared`, with call control through the Vonage REST API when
+/// `--application-id` and `--private-key` are given (else agent actions fail with a clear "not
+/// configured" error).
 pub fn state_with_call_control(
     config: ServerConfig,
     agent: Arc<dyn Agent>,
+    shared: SharedSetup,
 ) -> Result<AppState, ServerError> {
     let control =
         call_control::control_from_config(&config).map_err(config::ServerConfigError::from)?;
@@ -167,7 +192,7 @@ pub fn state_with_call_control(
                 api = control.client().base_url(),
                 "call control: Vonage REST API"
             );
-            let state = AppState::with_control(config, agent, control.clone());
+            let state = AppState::with_shared(config, agent, control.clone(), shared);
             control.bind(&state);
             state
         }
@@ -176,7 +201,7 @@ pub fn state_with_call_control(
                 "call control off: agents cannot hang up or transfer (set --application-id and \
                  --private-key)"
             );
-            AppState::new(config, agent)
+            AppState::with_shared(config, agent, Arc::new(NoCallControl), shared)
         }
     })
 }

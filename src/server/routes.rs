@@ -16,12 +16,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use super::auth::{FromWebhook, MEDIA_TOKEN_PARAM, MediaToken, RawWebhook, VerifiedWebhook};
+use super::auth::{FromWebhook, MediaToken, RawWebhook, VerifiedWebhook};
 use super::config::{OnDisconnect, is_host_byte};
 use super::error::ServerError;
 use super::media;
+use super::media_token::{MEDIA_TOKEN_PARAM, MediaCall, token_in_uri};
 use super::metrics::{self, EventLabel};
-use super::state::{AppState, CallEntry};
+use super::state::{AppState, Readiness};
 use crate::agent::{CallId, EndReason};
 use crate::vonage::ncco::{
     Action, Connect, Endpoint, EventType, Ncco, Talk, WebsocketAuthorization, WebsocketEndpoint,
@@ -49,26 +50,26 @@ fn answer_response(st: &AppState, headers: &HeaderMap, hook: &AnswerWebhook) -> 
     }
 }
 
-/// The NCCO websocket endpoint for a registered call: its URI with a freshly minted media
-/// token, and Vonage's signed handshake when configured. `None` if the call is not registered.
-fn media_endpoint(
-    st: &AppState,
-    id: &CallId,
-    ws_uri: &str,
-    rate: crate::core::SampleRate,
-    headers: Map<String, Value>,
-) -> Option<WebsocketEndpoint> {
-    let token = st.mint_media_token(id)?;
-    let mut endpoint =
-        WebsocketEndpoint::new(format!("{ws_uri}?{MEDIA_TOKEN_PARAM}={token}"), rate.hz());
-    endpoint.headers = headers;
+/// The NCCO websocket endpoint for `call`: `{ws_base}/voice-stream/{id}` with a freshly
+/// minted media token that carries the call, and Vonage's signed handshake when configured.
+fn media_endpoint(st: &AppState, ws_base: &str, call: &MediaCall) -> WebsocketEndpoint {
+    let token = st.mint_media_token(call);
+    let uri = format!(
+        "{ws_base}/voice-stream/{}?{MEDIA_TOKEN_PARAM}={token}",
+        call.call_id
+    );
+    let mut endpoint = WebsocketEndpoint::new(uri, call.rate.hz());
+    endpoint.headers = call.endpoint_headers();
     if st.auth().is_signed_socket() {
         endpoint = endpoint.authorization(WebsocketAuthorization::Vonage);
     }
-    Some(endpoint)
+    endpoint
 }
 
-/// Builds the answer NCCO for `hook` and registers the call.
+/// Builds the answer NCCO for `hook`. Keeps nothing: the call's facts travel in the media
+/// token, so any instance can take the socket. A full instance answers with the busy message;
+/// a draining one still answers normally (the load balancer sends the socket to a ready
+/// instance, or this one still accepts it).
 fn build_answer(
     st: &AppState,
     headers: &HeaderMap,
@@ -77,45 +78,20 @@ fn build_answer(
     let id = CallId::parse(&hook.uuid)?;
     let cfg = st.config();
     let m = st.metrics();
-    if st.is_draining() || st.is_full() {
-        m.reject(if st.is_draining() {
-            metrics::RejectLabel::shutting_down
-        } else {
-            metrics::RejectLabel::at_capacity
-        });
-        tracing::warn!(call_id = %id, "refusing call: {}", if st.is_draining() { "shutting down" } else { "at capacity" });
+    if st.is_full() {
+        m.reject(metrics::RejectLabel::at_capacity);
+        tracing::warn!(call_id = %id, "refusing call: at capacity");
         return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
     }
     let base = public_base(st, headers)?;
-    let ws_uri = format!("{}/voice-stream/{id}", ws_base(&base));
     let event_url = format!("{base}/events");
-    let mut endpoint =
-        WebsocketEndpoint::new(ws_uri.clone(), cfg.rate.hz()).header("call_uuid", id.as_str());
-    if let Some(from) = hook.from.as_ref().or(hook.from_user.as_ref()) {
-        endpoint = endpoint.header("from", from.as_str());
-    }
-    if let Some(to) = &hook.to {
-        endpoint = endpoint.header("to", to.as_str());
-    }
-    let mut entry = CallEntry::new(
-        cfg.rate,
-        ws_uri.clone(),
-        endpoint.headers.clone(),
-        event_url.clone(),
-    );
-    entry.from = hook.from.clone().or_else(|| hook.from_user.clone());
-    entry.to = hook.to.clone();
-    entry.conversation_uuid = Some(hook.conversation_uuid.clone());
-    entry.region_url = hook.region_url.clone();
-    if let Err(e) = st.register_call(id.clone(), entry) {
-        m.reject(metrics::RejectLabel::at_capacity);
-        tracing::warn!(call_id = %id, error = %e, "refusing call");
-        return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
-    }
-    let Some(endpoint) = media_endpoint(st, &id, &ws_uri, cfg.rate, endpoint.headers) else {
-        // Pruned between the two calls: only under extreme churn.
-        return Ok(Ncco(vec![Action::talk(BUSY_TEXT)]));
-    };
+    let mut call = MediaCall::new(id.clone(), cfg.rate);
+    call.agent = cfg.agent.label();
+    call.from = hook.from.clone().or_else(|| hook.from_user.clone());
+    call.to = hook.to.clone();
+    call.conversation_uuid = Some(hook.conversation_uuid.clone());
+    call.region_url = hook.region_url.clone();
+    let endpoint = media_endpoint(st, &ws_base(&base), &call);
     let mut actions = Vec::with_capacity(2);
     if let Some(g) = &cfg.greeting {
         let mut talk = Talk::new(g.text.clone());
@@ -129,7 +105,7 @@ fn build_answer(
         hook.to.as_deref(),
     ));
     m.answers.inc();
-    tracing::info!(call_id = %id, from = hook.from.as_deref().unwrap_or("-"), to = hook.to.as_deref().unwrap_or("-"), "answered");
+    tracing::info!(call_id = %id, from = hook.from.as_deref().unwrap_or("-"), to = hook.to.as_deref().unwrap_or("-"), draining = st.is_draining(), "answered");
     Ok(Ncco(actions))
 }
 
@@ -181,17 +157,18 @@ fn ws_base(http_base: &str) -> String {
     }
 }
 
-/// `GET|POST /events`: call status and other events (§4). Answers at once.
+/// `GET|POST /events`: call status and other events (§4). Answers at once (at most one
+/// shared-state round trip).
 pub async fn events(State(st): State<AppState>, hook: VerifiedWebhook<WebhookEvent>) -> Response {
-    handle_event(&st, hook.payload)
+    handle_event(&st, &hook.headers, hook.payload).await
 }
 
-fn handle_event(st: &AppState, ev: WebhookEvent) -> Response {
+async fn handle_event(st: &AppState, headers: &HeaderMap, ev: WebhookEvent) -> Response {
     let m = st.metrics();
     match ev {
         WebhookEvent::Status(ev) => {
             m.webhook_event(EventLabel::from_status(&ev.status));
-            status_event(st, &ev)
+            status_event(st, headers, &ev).await
         }
         WebhookEvent::Input(_) => {
             m.webhook_event(EventLabel::input);
@@ -240,7 +217,7 @@ fn our_call_id(ev: &CallEvent) -> (Option<CallId>, bool) {
     (ev.call_id().and_then(|s| CallId::parse(s).ok()), false)
 }
 
-fn status_event(st: &AppState, ev: &CallEvent) -> Response {
+async fn status_event(st: &AppState, headers: &HeaderMap, ev: &CallEvent) -> Response {
     let (id, ws_leg) = our_call_id(ev);
     let label = id.as_ref().map_or("-", CallId::as_str);
     tracing::info!(
@@ -253,21 +230,38 @@ fn status_event(st: &AppState, ev: &CallEvent) -> Response {
         return StatusCode::OK.into_response();
     };
     if ev.status.is_terminal() {
-        st.end_call(&id, EndReason::CallCompleted);
+        // Here, and on the instance that owns the socket (through the shared state).
+        st.end_call(&id, EndReason::CallCompleted).await;
         return StatusCode::OK.into_response();
     }
     if ev.status == CallStatus::Disconnected
         && ws_leg
-        && let Some(ncco) = disconnected_ncco(st, &id)
+        && let Some(ncco) = disconnected_ncco(st, headers, &id, ev.to.as_deref()).await
     {
         return Json(ncco).into_response();
     }
     StatusCode::OK.into_response()
 }
 
-/// The NCCO answering `disconnected` for our socket (§1.8), by `--on-disconnect`.
-fn disconnected_ncco(st: &AppState, id: &CallId) -> Option<Ncco> {
-    if st.is_ended(id) {
+/// The NCCO answering `disconnected` for our socket (§1.8), by `--on-disconnect`. Works on any
+/// instance: the call's facts come from the media token in the event's `to` (the websocket
+/// URI Vonage connected to) or, failing that, from the shared call record; the reconnect count
+/// and "ended on purpose" come from the shared call record (this process's when the shared one
+/// cannot be reached).
+async fn disconnected_ncco(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &CallId,
+    to: Option<&str>,
+) -> Option<Ncco> {
+    let record = match st.shared().note_disconnected(id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(call_id = %id, error = %e, "no call record");
+            Default::default()
+        }
+    };
+    if record.ended {
         // The call is over on purpose; let it end.
         return None;
     }
@@ -277,20 +271,31 @@ fn disconnected_ncco(st: &AppState, id: &CallId) -> Option<Ncco> {
         OnDisconnect::Nothing => None,
         OnDisconnect::Apology => apology(),
         OnDisconnect::Reconnect => {
-            let Some(entry) = st.call(id).filter(|e| !e.ws_uri.is_empty()) else {
-                return apology();
-            };
-            if st.is_draining() || st.note_reconnect(id).is_none_or(|n| n > cfg.max_reconnects) {
+            if record.disconnects > cfg.max_reconnects {
                 return apology();
             }
+            // The token says which call it opened; a token for another call is not used.
+            let media = st.auth().media();
+            let call = to
+                .and_then(token_in_uri)
+                .into_iter()
+                .chain(record.token.as_deref())
+                .find_map(|t| media.open(t).ok().filter(|c| c.call.call_id == *id));
+            let Some(claims) = call else {
+                tracing::info!(call_id = %id, "no media token of ours for this call; cannot reconnect");
+                return apology();
+            };
+            let base = match public_base(st, headers) {
+                Ok(b) => b,
+                Err(_) => return apology(),
+            };
             // A new media token: the old one was used by the socket that dropped.
-            let endpoint =
-                media_endpoint(st, id, &entry.ws_uri, entry.rate, entry.headers.clone())?;
-            tracing::info!(call_id = %id, "reconnecting the media socket");
+            let endpoint = media_endpoint(st, &ws_base(&base), &claims.call);
+            tracing::info!(call_id = %id, attempt = record.disconnects, "reconnecting the media socket");
             Some(Ncco(vec![connect_action(
                 Endpoint::Websocket(endpoint),
-                &entry.event_url,
-                entry.to.as_deref(),
+                &format!("{base}/events"),
+                claims.call.to.as_deref(),
             )]))
         }
     }
@@ -310,7 +315,10 @@ pub async fn fallback(State(st): State<AppState>, hook: VerifiedWebhook<RawWebho
     });
     tracing::warn!(is_event, "fallback webhook");
     let parsed = if is_event {
-        WebhookEvent::from_webhook(query, body).map(|ev| handle_event(&st, ev))
+        match WebhookEvent::from_webhook(query, body) {
+            Ok(ev) => Ok(handle_event(&st, &hook.headers, ev).await),
+            Err(e) => Err(e),
+        }
     } else {
         AnswerWebhook::from_webhook(query, body).map(|a| answer_response(&st, &hook.headers, &a))
     };
@@ -320,16 +328,17 @@ pub async fn fallback(State(st): State<AppState>, hook: VerifiedWebhook<RawWebho
     })
 }
 
-/// `GET /voice-stream/{call_id}?token=…`: the media WebSocket. Refused before the upgrade when
-/// the id is bad (400), the media token (or Vonage's signed handshake) is missing, forged,
-/// expired, for another call or used (401), the call is unknown or over (404), the server is
-/// full or draining (503), or the call already has a socket (409).
+/// `GET /voice-stream/{call_id}?token=…`: the media WebSocket, on any instance that shares the
+/// media token key. Refused before the upgrade when the id is bad (400), the media token (or
+/// Vonage's signed handshake) is missing, forged, expired, for another call or used (401), the
+/// call is over (404), the call already has a socket here or elsewhere (409), the server is
+/// full or the shared state cannot be reached (503).
 pub async fn voice_stream(
     State(st): State<AppState>,
     token: MediaToken,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ServerError> {
-    let guard = st.attach_socket(&token.claims)?;
+    let guard = st.attach_socket(&token).await?;
     let max = st.config().max_message_bytes;
     Ok(ws
         .max_message_size(max)
@@ -349,14 +358,12 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 when new calls are accepted, 503 when draining or full.
+/// `GET /readyz`: 200 when new calls are welcome; 503 with the reason when draining, when the
+/// shared state (Redis) cannot be reached, or when full.
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    if st.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else if st.is_full() {
-        (StatusCode::SERVICE_UNAVAILABLE, "at capacity\n").into_response()
-    } else {
-        "ready\n".into_response()
+    match st.readiness() {
+        Readiness::Ready => "ready\n".into_response(),
+        r => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", r.as_str())).into_response(),
     }
 }
 

@@ -1,36 +1,60 @@
-//! [`AppState`]: what every handler shares (configuration, the agent, metrics) and the registry
-//! of live calls, keyed by call id.
+//! [`AppState`]: what every handler shares (configuration, the agent, metrics, authentication,
+//! the shared state) and the registry of the media sockets live **on this instance**.
 //!
-//! A call enters the registry when its answer webhook is served (so the media socket knows who
-//! is calling and at which rate) and gets a socket slot when Vonage opens the media socket
-//! ([`AppState::attach_socket`], which also takes one of `--max-calls` permits, and accepts
-//! only the media token minted last for that call, once: see `server::auth`). The returned
-//! [`SocketGuard`] frees the slot, the permit and the gauge on every exit path of the media task,
-//! because it does so in `Drop`. A terminal event webhook ends the call through the socket's end
-//! signal ([`AppState::end_call`]).
+//! Nothing about a call is kept here before its socket opens: the answer webhook writes the
+//! call's facts into the media token (`server::media_token`), so any instance can accept the
+//! socket. [`AppState::attach_socket`] takes one of `--max-calls` permits, claims the socket in
+//! the shared state (one socket per call across the cluster, each token once: `server::shared`)
+//! and registers the live socket with its end signal. The returned [`SocketGuard`] frees the
+//! permit, the registry entry and the claim on every exit path of the media task, because it
+//! does so in `Drop`.
+//!
+//! A terminal event webhook ends the call wherever its socket is ([`AppState::end_call`]): the
+//! end signal here, and the shared state, which tells the owning instance; ends published by
+//! other instances arrive on a channel and end the local socket.
 //!
 //! Not real-time: the registry's mutex is taken on webhooks and socket set-up and teardown
 //! only, never per frame.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::time::Instant;
 
-use super::auth::{Auth, MediaClaims, unix_now};
+use super::auth::{Auth, MediaToken, unix_now};
 use super::config::ServerConfig;
 use super::error::ServerError;
+use super::media_token::MediaCall;
 use super::metrics::{Metrics, RejectLabel};
+use super::shared::{InstanceId, SharedSetup, SharedState, StateError};
 use crate::agent::{Agent, CallControl, CallId, EndReason, NoCallControl};
-use crate::core::SampleRate;
 
-/// Answered calls whose socket never came are forgotten after this long.
-const PENDING_TTL: Duration = Duration::from_secs(120);
-/// How long a finished call is remembered for late events (`completed` after `disconnected`).
-const LATE_EVENT_TTL: Duration = Duration::from_secs(30);
+/// Whether the instance takes new calls, and if not why (`GET /readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// New calls are welcome.
+    Ready,
+    /// Shutting down: active calls are finishing.
+    Draining,
+    /// The shared state (Redis) cannot be reached.
+    SharedStateUnavailable,
+    /// Every `--max-calls` slot is in use.
+    AtCapacity,
+}
+
+impl Readiness {
+    /// The reason as a short phrase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+            Self::SharedStateUnavailable => "shared state unavailable",
+            Self::AtCapacity => "at capacity",
+        }
+    }
+}
 
 /// Shared server state. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -45,70 +69,25 @@ struct Inner {
     control: Arc<dyn CallControl>,
     metrics: Metrics,
     auth: Auth,
-    calls: Mutex<HashMap<CallId, CallEntry>>,
+    shared: Arc<dyn SharedState>,
+    instance: InstanceId,
+    sockets: Mutex<HashMap<CallId, LiveSocket>>,
     capacity: Arc<Semaphore>,
     draining: watch::Sender<bool>,
+    /// Socket claims being released in the shared state.
+    releasing: AtomicUsize,
 }
 
-/// What the server remembers about one call.
-#[derive(Debug, Clone)]
-pub struct CallEntry {
-    /// The caller.
-    pub from: Option<String>,
-    /// What was called.
-    pub to: Option<String>,
-    /// The conversation.
-    pub conversation_uuid: Option<String>,
-    /// The media rate put in the NCCO.
-    pub rate: SampleRate,
-    /// The websocket URI put in the NCCO.
-    pub ws_uri: String,
-    /// The endpoint headers put in the NCCO.
-    pub headers: Map<String, Value>,
-    /// The `eventUrl` put in the NCCO.
-    pub event_url: String,
-    /// Times the socket was reconnected after `disconnected`.
-    pub reconnects: u32,
-    /// The Vonage API host that controls this call (the answer webhook's `region_url`).
-    pub region_url: Option<String>,
-    answered_at: Instant,
-    socket: Option<watch::Sender<Option<EndReason>>>,
-    ended: bool,
-    closed_at: Option<Instant>,
-    /// Nonce of the media token that may still open the socket (consumed on use).
-    media_nonce: Option<u64>,
-}
-
-impl CallEntry {
-    /// A new entry for an answered call.
-    pub fn new(
-        rate: SampleRate,
-        ws_uri: String,
-        headers: Map<String, Value>,
-        event_url: String,
-    ) -> Self {
-        Self {
-            from: None,
-            to: None,
-            conversation_uuid: None,
-            rate,
-            ws_uri,
-            headers,
-            event_url,
-            reconnects: 0,
-            region_url: None,
-            answered_at: Instant::now(),
-            socket: None,
-            ended: false,
-            closed_at: None,
-            media_nonce: None,
-        }
-    }
+/// A media socket served by this instance.
+#[derive(Debug)]
+struct LiveSocket {
+    call: MediaCall,
+    end: watch::Sender<Option<EndReason>>,
 }
 
 impl AppState {
     /// State for a server with `config`, serving calls with `agent`, with no call control (no
-    /// REST client).
+    /// REST client) and the in-process shared state.
     pub fn new(config: ServerConfig, agent: Arc<dyn Agent>) -> Self {
         Self::with_control(config, agent, Arc::new(NoCallControl))
     }
@@ -119,20 +98,48 @@ impl AppState {
         agent: Arc<dyn Agent>,
         control: Arc<dyn CallControl>,
     ) -> Self {
+        let shared = SharedSetup::memory(&config);
+        Self::with_shared(config, agent, control, shared)
+    }
+
+    /// Like [`with_control`](Self::with_control), with `shared` as the shared state. When it
+    /// delivers ends from other instances, this spawns the task that applies them (so it needs
+    /// a Tokio runtime then).
+    pub fn with_shared(
+        config: ServerConfig,
+        agent: Arc<dyn Agent>,
+        control: Arc<dyn CallControl>,
+        shared: SharedSetup,
+    ) -> Self {
         let capacity = Arc::new(Semaphore::new(config.max_calls.min(Semaphore::MAX_PERMITS)));
-        let auth = Auth::new(&config);
-        Self {
+        let auth = Auth::new(&config, shared.state.clone());
+        let st = Self {
             inner: Arc::new(Inner {
                 auth,
                 config,
                 agent,
                 control,
-                metrics: Metrics::new(),
-                calls: Mutex::new(HashMap::new()),
+                metrics: shared.metrics,
+                shared: shared.state,
+                instance: shared.instance,
+                sockets: Mutex::new(HashMap::new()),
                 capacity,
                 draining: watch::Sender::new(false),
+                releasing: AtomicUsize::new(0),
             }),
+        };
+        if let Some(mut ends) = shared.ends {
+            let weak = st.downgrade();
+            tokio::spawn(async move {
+                while let Some(id) = ends.recv().await {
+                    let Some(st) = weak.upgrade() else { return };
+                    if st.end_local(&id, EndReason::CallCompleted) {
+                        tracing::info!(call_id = %id, "call ended by an event on another instance");
+                    }
+                }
+            });
         }
+        st
     }
 
     /// A handle that does not keep the state alive (for parts the state owns, such as call
@@ -166,17 +173,22 @@ impl AppState {
         &self.inner.auth
     }
 
-    /// Mints the media token for a registered call's socket, replacing (invalidating) any
-    /// earlier one; `None` for an unknown call.
-    pub fn mint_media_token(&self, id: &CallId) -> Option<String> {
-        let mut calls = self.calls();
-        let entry = calls.get_mut(id)?;
-        let (token, nonce) = self.inner.auth.media().mint(id, entry.rate, unix_now());
-        entry.media_nonce = Some(nonce);
-        Some(token)
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<dyn SharedState> {
+        &self.inner.shared
     }
 
-    /// Media sockets being served.
+    /// This process's id in the cluster.
+    pub fn instance(&self) -> &InstanceId {
+        &self.inner.instance
+    }
+
+    /// A media token for `call`'s socket, valid for `--media-token-ttl-s` from now.
+    pub fn mint_media_token(&self, call: &MediaCall) -> String {
+        self.inner.auth.media().mint(call, unix_now()).0
+    }
+
+    /// Media sockets being served here.
     pub fn active_calls(&self) -> usize {
         self.inner.config.max_calls.min(Semaphore::MAX_PERMITS)
             - self.inner.capacity.available_permits()
@@ -187,92 +199,55 @@ impl AppState {
         self.inner.capacity.available_permits() == 0
     }
 
-    /// Whether the server is draining for shutdown (no new calls).
+    /// Whether the server is draining for shutdown.
     pub fn is_draining(&self) -> bool {
         *self.inner.draining.borrow()
     }
 
-    /// Stops taking calls: answers get the busy message, sockets a 503, `/readyz` a 503.
+    /// Starts draining: `/readyz` turns 503 at once (the load balancer stops sending new
+    /// calls); answer webhooks still get a working NCCO and sockets are still accepted, so a
+    /// call caught in the switch-over is not lost; active calls run on.
     pub fn begin_drain(&self) {
         self.inner.draining.send_replace(true);
+        self.inner.metrics.draining.set(1);
     }
 
-    fn calls(&self) -> MutexGuard<'_, HashMap<CallId, CallEntry>> {
+    /// Whether new calls are welcome here, and if not why: draining first, then the shared
+    /// state, then capacity.
+    pub fn readiness(&self) -> Readiness {
+        if self.is_draining() {
+            Readiness::Draining
+        } else if !self.inner.shared.is_available() {
+            Readiness::SharedStateUnavailable
+        } else if self.is_full() {
+            Readiness::AtCapacity
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    fn sockets(&self) -> MutexGuard<'_, HashMap<CallId, LiveSocket>> {
         // A panic while holding this lock would be a bug in this module; the map is still
-        // consistent (every operation is a single insert/remove/update), so keep serving.
+        // consistent (every operation is a single insert/remove/lookup), so keep serving.
         self.inner
-            .calls
+            .sockets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Remembers an answered call. Refuses when draining, or when the registry is full of
-    /// calls (pending ones included).
-    pub fn register_call(&self, id: CallId, entry: CallEntry) -> Result<(), ServerError> {
-        if self.is_draining() {
-            return Err(ServerError::ShuttingDown);
-        }
-        let max = self.inner.config.max_calls;
-        let mut calls = self.calls();
-        if calls.len() >= max {
-            // Over the live limit: forget calls that are over, except for a short while so late
-            // events still find them, and answered calls whose socket never came.
-            let now = Instant::now();
-            calls.retain(|_, e| {
-                e.socket.is_some()
-                    || match e.closed_at {
-                        Some(t) => now.duration_since(t) < LATE_EVENT_TTL,
-                        None => !e.ended && now.duration_since(e.answered_at) < PENDING_TTL,
-                    }
-            });
-        }
-        if calls.len() >= max.saturating_mul(2).saturating_add(16) {
-            // Still full: only live sockets and pending answers count against capacity.
-            let now = Instant::now();
-            calls.retain(|_, e| {
-                e.socket.is_some()
-                    || (e.closed_at.is_none()
-                        && !e.ended
-                        && now.duration_since(e.answered_at) < PENDING_TTL)
-            });
-            if calls.len() >= max.saturating_mul(2).saturating_add(16) {
-                return Err(ServerError::AtCapacity { max });
-            }
-        }
-        match calls.get_mut(&id) {
-            // Vonage retried the answer webhook: keep the live socket, refresh the rest.
-            Some(old) => {
-                let socket = old.socket.take();
-                let media_nonce = old.media_nonce.take();
-                *old = CallEntry {
-                    socket,
-                    media_nonce,
-                    ..entry
-                };
-            }
-            None => {
-                calls.insert(id, entry);
-            }
-        }
-        Ok(())
+    /// What the media token of a call whose socket is live here said.
+    pub fn call(&self, id: &CallId) -> Option<MediaCall> {
+        self.sockets().get(id).map(|s| s.call.clone())
     }
 
-    /// A copy of what is known about a call.
-    pub fn call(&self, id: &CallId) -> Option<CallEntry> {
-        self.calls().get(id).cloned()
-    }
-
-    /// Claims the media socket slot of the call a verified media token names: one of
-    /// `--max-calls` permits. Refused while draining (503), at capacity (503), for a call that
-    /// is unknown or over (404), when the call already has a live socket (409), and when the
-    /// token is not the call's latest unused one (401). The token is consumed on success.
-    pub fn attach_socket(&self, token: &MediaClaims) -> Result<SocketGuard, ServerError> {
-        let id = token.call_id.clone();
+    /// Opens the media socket of the call a verified media token names: one of `--max-calls`
+    /// permits (503 when full), then the claim in the shared state: refused for a call that is
+    /// over (404), that has a socket here or on another instance (409), a token already used
+    /// (401), or when the shared state cannot be reached (503: fails closed).
+    pub async fn attach_socket(&self, token: &MediaToken) -> Result<SocketGuard, ServerError> {
+        let call = &token.claims.call;
+        let id = call.call_id.clone();
         let m = self.metrics();
-        if self.is_draining() {
-            m.reject(RejectLabel::shutting_down);
-            return Err(ServerError::ShuttingDown);
-        }
         let permit = match self.inner.capacity.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -282,87 +257,118 @@ impl AppState {
                 });
             }
         };
-        let (tx, rx) = watch::channel(None);
-        let entry = {
-            let mut calls = self.calls();
-            let Some(entry) = calls.get_mut(&id).filter(|e| !e.ended) else {
-                m.reject(RejectLabel::unknown_call);
-                return Err(ServerError::UnknownCall);
-            };
-            if entry.socket.is_some() {
+        if self.sockets().contains_key(&id) {
+            m.reject(RejectLabel::duplicate_socket);
+            return Err(ServerError::DuplicateSocket);
+        }
+        match self
+            .inner
+            .shared
+            .claim_socket(&token.claims, &token.token)
+            .await
+        {
+            Ok(()) => {}
+            Err(StateError::SocketTaken) => {
                 m.reject(RejectLabel::duplicate_socket);
                 return Err(ServerError::DuplicateSocket);
             }
-            if entry.media_nonce != Some(token.nonce) || entry.rate != token.rate {
+            Err(StateError::CallEnded) => {
+                m.reject(RejectLabel::unknown_call);
+                return Err(ServerError::UnknownCall);
+            }
+            Err(StateError::TokenUsed | StateError::Replayed) => {
                 m.media_auth_failure("used_token");
                 tracing::warn!(call_id = %id, reason = "used_token", "media socket refused");
                 return Err(ServerError::Unauthorized("used_token"));
             }
-            entry.media_nonce = None;
-            entry.socket = Some(tx);
-            entry.ended = false;
-            entry.closed_at = None;
-            entry.clone()
-        };
+            Err(e @ StateError::Unavailable(_)) => {
+                m.reject(RejectLabel::shared_state_unavailable);
+                tracing::warn!(call_id = %id, error = %e, "media socket refused: shared state unavailable");
+                return Err(ServerError::SharedStateUnavailable);
+            }
+        }
+        if !call.agent.is_empty() && call.agent != self.inner.config.agent.label() {
+            tracing::warn!(
+                call_id = %id,
+                answered_with = call.agent,
+                serving_with = self.inner.config.agent.label(),
+                "the call was answered by an instance with another agent; serving it with ours"
+            );
+        }
+        let (tx, rx) = watch::channel(None);
+        self.sockets().insert(
+            id.clone(),
+            LiveSocket {
+                call: call.clone(),
+                end: tx,
+            },
+        );
         m.calls.inc();
         m.active_calls.inc();
         Ok(SocketGuard {
             state: self.clone(),
-            id,
-            entry,
+            call: call.clone(),
             end: rx,
             _permit: permit,
         })
     }
 
-    /// Ends a call: marks it over and signals its media socket (if any) with `reason`.
-    /// Returns whether a live socket was signalled.
-    pub fn end_call(&self, id: &CallId, reason: EndReason) -> bool {
-        let mut calls = self.calls();
-        let Some(entry) = calls.get_mut(id) else {
-            return false;
-        };
-        // The entry stays (pruned later) so a late `disconnected` knows the call is over.
-        entry.ended = true;
-        entry
-            .socket
-            .as_ref()
-            .is_some_and(|tx| tx.send(Some(reason)).is_ok())
+    /// Ends a call because its terminal status arrived: signals its socket if it is here, and
+    /// records the end in the shared state, which tells the instance owning the socket. An
+    /// unreachable shared state is logged and counted; the local part is done regardless.
+    /// Returns whether a socket here was signalled.
+    pub async fn end_call(&self, id: &CallId, reason: EndReason) -> bool {
+        let local = self.end_local(id, reason);
+        if let Err(e) = self.inner.shared.end_call(id).await {
+            tracing::warn!(call_id = %id, local, error = %e, "call end not recorded in the shared state");
+        }
+        local
     }
 
-    /// Whether the call was ended on purpose (terminal status, shutdown), so a `disconnected`
-    /// for it needs no fallback.
-    pub fn is_ended(&self, id: &CallId) -> bool {
-        self.calls().get(id).is_some_and(|e| e.ended)
-    }
-
-    /// Counts one reconnect of `id`; returns the count so far, or `None` for an unknown call.
-    pub fn note_reconnect(&self, id: &CallId) -> Option<u32> {
-        self.calls().get_mut(id).map(|e| {
-            e.reconnects += 1;
-            e.reconnects
-        })
+    /// Signals the socket of `id`, if it is live here, to end with `reason`.
+    pub fn end_local(&self, id: &CallId, reason: EndReason) -> bool {
+        self.sockets()
+            .get(id)
+            .is_some_and(|s| s.end.send(Some(reason)).is_ok())
     }
 
     /// Signals every live socket to end (after the drain timeout).
     pub fn end_all(&self, reason: EndReason) -> usize {
         let mut n = 0;
-        for e in self.calls().values() {
-            if let Some(tx) = &e.socket
-                && tx.send(Some(reason)).is_ok()
-            {
+        for s in self.sockets().values() {
+            if s.end.send(Some(reason)).is_ok() {
                 n += 1;
             }
         }
         n
     }
 
-    fn release_socket(&self, id: &CallId) {
-        // The entry stays (without a socket) for late events; `register_call` prunes old ones.
-        if let Some(e) = self.calls().get_mut(id) {
-            e.socket = None;
-            e.closed_at = Some(Instant::now());
+    /// Waits until the claims of closed sockets are released in the shared state, at most
+    /// `timeout` (a claim not released expires by itself).
+    pub async fn wait_released(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inner.releasing.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    fn release_socket(&self, id: &CallId) {
+        self.sockets().remove(id);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.inner.shared.clone();
+        let st = self.clone();
+        let id = id.clone();
+        self.inner.releasing.fetch_add(1, Ordering::AcqRel);
+        rt.spawn(async move {
+            if let Err(e) = shared.release_socket(&id).await {
+                tracing::warn!(call_id = %id, error = %e, "socket claim not released (it expires by itself)");
+            }
+            st.inner.releasing.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
 
@@ -377,13 +383,12 @@ impl WeakAppState {
     }
 }
 
-/// A claimed media socket slot. Dropping it frees the slot, the `--max-calls` permit and the
-/// active-calls gauge.
+/// A claimed media socket. Dropping it frees the registry entry, the `--max-calls` permit, the
+/// active-calls gauge and the claim in the shared state.
 #[derive(Debug)]
 pub struct SocketGuard {
     state: AppState,
-    id: CallId,
-    entry: CallEntry,
+    call: MediaCall,
     end: watch::Receiver<Option<EndReason>>,
     _permit: OwnedSemaphorePermit,
 }
@@ -391,12 +396,12 @@ pub struct SocketGuard {
 impl SocketGuard {
     /// The call.
     pub fn id(&self) -> &CallId {
-        &self.id
+        &self.call.call_id
     }
 
-    /// What was known about the call when the socket opened.
-    pub fn entry(&self) -> &CallEntry {
-        &self.entry
+    /// What the media token said about the call.
+    pub fn call(&self) -> &MediaCall {
+        &self.call
     }
 
     /// The end signal: changes when the call is ended from outside the media task.
@@ -407,7 +412,7 @@ impl SocketGuard {
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        self.state.release_socket(&self.id);
+        self.state.release_socket(&self.call.call_id);
         self.state.metrics().active_calls.dec();
     }
 }

@@ -1,0 +1,358 @@
+//! [`MemoryState`]: the in-process [`SharedState`], the default for one instance. Every map is
+//! bounded and forgets expired entries first, so hostile traffic (unsigned webhooks for made-up
+//! calls, thousands of signed tokens) costs bounded memory. [`RedisState`](super::RedisState)
+//! also keeps one as its fallback for the call record.
+//!
+//! Not real-time (webhooks and socket set-up/teardown only).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::{CallRecord, SharedState, StateError};
+use crate::agent::CallId;
+use crate::server::auth::unix_now;
+use crate::server::media_token::MediaClaims;
+
+/// Token ids remembered for replay protection; beyond this the oldest are forgotten.
+pub const REPLAY_CAPACITY: usize = 100_000;
+
+/// An in-process set of used ids (webhook `jti`s, media token nonces) with an expiry each and
+/// a fixed capacity: it stores a 128-bit digest of each id, forgets expired ones first and,
+/// when full of live ones, the oldest (a full guard means more than `capacity` ids inside one
+/// window; the count is in [`evicted`](Self::evicted)).
+#[derive(Debug)]
+pub struct MemoryReplayGuard {
+    capacity: usize,
+    inner: Mutex<ReplayInner>,
+    evicted: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct ReplayInner {
+    seen: HashMap<[u8; 16], u64>,
+    order: VecDeque<([u8; 16], u64)>,
+}
+
+impl MemoryReplayGuard {
+    /// A guard remembering at most `capacity` ids (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            inner: Mutex::new(ReplayInner::default()),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    /// Ids remembered now.
+    pub fn len(&self) -> usize {
+        self.lock().seen.len()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live ids forgotten because the guard was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReplayInner> {
+        // Every operation leaves the maps consistent; a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `id` as used until `expires_at_unix`; [`StateError::Replayed`] if it is already
+    /// recorded and not expired at `now_unix`.
+    pub fn check_and_record(
+        &self,
+        id: &str,
+        now_unix: u64,
+        expires_at_unix: u64,
+    ) -> Result<(), StateError> {
+        let digest = Sha256::digest(id.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        let mut g = self.lock();
+        while g.order.front().is_some_and(|&(_, exp)| exp <= now_unix) {
+            g.pop_front();
+        }
+        if g.seen.get(&key).is_some_and(|&exp| exp > now_unix) {
+            return Err(StateError::Replayed);
+        }
+        while g.seen.len() >= self.capacity || g.order.len() >= self.capacity.saturating_mul(2) {
+            if g.pop_front().is_some_and(|exp| exp > now_unix) {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        g.seen.insert(key, expires_at_unix);
+        g.order.push_back((key, expires_at_unix));
+        Ok(())
+    }
+}
+
+impl ReplayInner {
+    /// Drops the front entry, and its map entry if it still belongs to it.
+    fn pop_front(&mut self) -> Option<u64> {
+        let (k, exp) = self.order.pop_front()?;
+        if self.seen.get(&k) == Some(&exp) {
+            self.seen.remove(&k);
+        }
+        Some(exp)
+    }
+}
+
+/// One call's record in process memory.
+#[derive(Debug, Default)]
+struct Record {
+    claimed: bool,
+    ended: bool,
+    disconnects: u32,
+    token: Option<String>,
+    /// Unix seconds after which an unclaimed record may be forgotten.
+    expires_at_unix: u64,
+}
+
+/// The in-process [`SharedState`]: correct for one instance (and as Redis's fallback for the
+/// call record), bounded in memory.
+#[derive(Debug)]
+pub struct MemoryState {
+    jti: MemoryReplayGuard,
+    nonces: MemoryReplayGuard,
+    calls: Mutex<HashMap<CallId, Record>>,
+    /// Most records kept; claimed ones (at most `--max-calls`) are never dropped.
+    capacity: usize,
+    /// How long an ended or released call is remembered (late events, late sockets).
+    linger: Duration,
+}
+
+impl MemoryState {
+    /// A state remembering at most `capacity` calls (at least 16) and an ended or released
+    /// call for `linger`.
+    pub fn new(capacity: usize, linger: Duration) -> Self {
+        Self {
+            jti: MemoryReplayGuard::new(REPLAY_CAPACITY),
+            nonces: MemoryReplayGuard::new(REPLAY_CAPACITY),
+            calls: Mutex::new(HashMap::new()),
+            capacity: capacity.max(16),
+            linger,
+        }
+    }
+
+    fn calls(&self) -> MutexGuard<'_, HashMap<CallId, Record>> {
+        // Each operation is a single insert/update; a poisoned map is still consistent.
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record of `call`, created (within the capacity) if new.
+    fn with_record<T>(&self, call: &CallId, f: impl FnOnce(&mut Record) -> T) -> T {
+        let now = unix_now();
+        let mut calls = self.calls();
+        if !calls.contains_key(call) && calls.len() >= self.capacity {
+            calls.retain(|_, r| r.claimed || r.expires_at_unix > now);
+            if calls.len() >= self.capacity {
+                // Still full of live records: keep only the calls with a socket.
+                calls.retain(|_, r| r.claimed);
+            }
+        }
+        let r = calls.entry(call.clone()).or_default();
+        r.expires_at_unix = r
+            .expires_at_unix
+            .max(now.saturating_add(self.linger.as_secs()));
+        f(r)
+    }
+
+    /// Records `jti` (see [`SharedState::record_jti`]), synchronously.
+    pub fn record_jti_now(&self, jti: &str, ttl: Duration) -> Result<(), StateError> {
+        let now = unix_now();
+        let until = now.saturating_add(ttl.as_secs().max(1));
+        self.jti.check_and_record(jti, now, until)
+    }
+
+    /// Claims a socket (see [`SharedState::claim_socket`]), synchronously.
+    pub fn claim_now(&self, claims: &MediaClaims, token: &str) -> Result<(), StateError> {
+        let call = &claims.call.call_id;
+        let now = unix_now();
+        self.with_record(call, |r| {
+            if r.ended {
+                return Err(StateError::CallEnded);
+            }
+            if r.claimed {
+                return Err(StateError::SocketTaken);
+            }
+            let nonce = format!("{call}:{}", claims.nonce);
+            let until = claims.expires_at_unix.max(now).saturating_add(1);
+            self.nonces
+                .check_and_record(&nonce, now, until)
+                .map_err(|_| StateError::TokenUsed)?;
+            r.claimed = true;
+            r.token = Some(token.to_owned());
+            Ok(())
+        })
+    }
+
+    /// Releases a claim, synchronously.
+    pub fn release_now(&self, call: &CallId) {
+        if let Some(r) = self.calls().get_mut(call) {
+            r.claimed = false;
+            r.expires_at_unix = unix_now().saturating_add(self.linger.as_secs());
+        }
+    }
+
+    /// Marks a call over, synchronously.
+    pub fn end_now(&self, call: &CallId) {
+        self.with_record(call, |r| r.ended = true);
+    }
+
+    /// Counts a `disconnected`, synchronously.
+    pub fn disconnected_now(&self, call: &CallId) -> CallRecord {
+        self.with_record(call, |r| {
+            r.disconnects = r.disconnects.saturating_add(1);
+            CallRecord {
+                ended: r.ended,
+                disconnects: r.disconnects,
+                token: r.token.clone(),
+            }
+        })
+    }
+
+    /// Calls remembered now.
+    pub fn len(&self) -> usize {
+        self.calls().len()
+    }
+
+    /// Whether no call is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SharedState for MemoryState {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn is_available(&self) -> bool {
+        true
+    }
+
+    fn record_jti<'a>(
+        &'a self,
+        jti: &'a str,
+        _issued_at_unix: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(std::future::ready(self.record_jti_now(jti, ttl)))
+    }
+
+    fn claim_socket<'a>(
+        &'a self,
+        claims: &'a MediaClaims,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(std::future::ready(self.claim_now(claims, token)))
+    }
+
+    fn release_socket<'a>(&'a self, call: &'a CallId) -> BoxFuture<'a, Result<(), StateError>> {
+        self.release_now(call);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn end_call<'a>(&'a self, call: &'a CallId) -> BoxFuture<'a, Result<(), StateError>> {
+        self.end_now(call);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn note_disconnected<'a>(
+        &'a self,
+        call: &'a CallId,
+    ) -> BoxFuture<'a, Result<CallRecord, StateError>> {
+        Box::pin(std::future::ready(Ok(self.disconnected_now(call))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::SampleRate;
+    use crate::server::media_token::MediaCall;
+
+    fn claims(id: &str, nonce: u64) -> MediaClaims {
+        MediaClaims {
+            call: MediaCall::new(CallId::parse(id).unwrap(), SampleRate::Hz16000),
+            expires_at_unix: unix_now() + 60,
+            nonce,
+        }
+    }
+
+    #[test]
+    fn replay_guard_is_bounded_and_expires() {
+        let g = MemoryReplayGuard::new(3);
+        g.check_and_record("a", 100, 200).unwrap();
+        assert_eq!(g.check_and_record("a", 150, 250), Err(StateError::Replayed));
+        // Expired: usable again.
+        g.check_and_record("a", 200, 300).unwrap();
+        for (i, j) in ["b", "c", "d", "e"].iter().enumerate() {
+            g.check_and_record(j, 201 + i as u64, 400).unwrap();
+        }
+        assert!(g.len() <= 3, "{}", g.len());
+        assert!(g.evicted() >= 1);
+        assert_eq!(g.check_and_record("e", 210, 400), Err(StateError::Replayed));
+        // Far later, everything expired and the memory is back to one entry.
+        g.check_and_record("z", 10_000, 10_100).unwrap();
+        assert_eq!(g.len(), 1);
+        // Thousands of ids never exceed the capacity.
+        let g = MemoryReplayGuard::new(100);
+        for i in 0..5_000u64 {
+            g.check_and_record(&i.to_string(), 1_000, 2_000).unwrap();
+        }
+        assert_eq!(g.len(), 100);
+    }
+
+    #[test]
+    fn one_socket_per_call_and_one_use_per_token() {
+        let s = MemoryState::new(16, Duration::from_secs(30));
+        let c = claims("call-1", 7);
+        s.claim_now(&c, "t").unwrap();
+        assert_eq!(s.claim_now(&c, "t"), Err(StateError::SocketTaken));
+        assert_eq!(
+            s.claim_now(&claims("call-1", 8), "t2"),
+            Err(StateError::SocketTaken)
+        );
+        s.release_now(&c.call.call_id);
+        assert_eq!(s.claim_now(&c, "t"), Err(StateError::TokenUsed));
+        // A fresh token for the same call (a reconnect) opens it again.
+        s.claim_now(&claims("call-1", 9), "t3").unwrap();
+        s.release_now(&c.call.call_id);
+        let r = s.disconnected_now(&c.call.call_id);
+        assert_eq!(
+            (r.ended, r.disconnects, r.token.as_deref()),
+            (false, 1, Some("t3"))
+        );
+        // Ended: no socket any more, and the record says so.
+        s.end_now(&c.call.call_id);
+        assert_eq!(
+            s.claim_now(&claims("call-1", 10), "t4"),
+            Err(StateError::CallEnded)
+        );
+        assert!(s.disconnected_now(&c.call.call_id).ended);
+    }
+
+    #[test]
+    fn records_are_bounded_but_claims_survive() {
+        let s = MemoryState::new(16, Duration::from_secs(30));
+        let live = claims("live", 1);
+        s.claim_now(&live, "t").unwrap();
+        for i in 0..1_000 {
+            s.end_now(&CallId::parse(&format!("flood-{i}")).unwrap());
+        }
+        assert!(s.len() <= 16, "{}", s.len());
+        assert_eq!(s.claim_now(&live, "t"), Err(StateError::SocketTaken));
+    }
+}
