@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use voicegate::core::{Event, SampleRate, Session, SessionConfig};
+use voicegate::core::audio::{SILENCE_DBFS, level_dbfs};
+use voicegate::core::spectrum::{BandAnalyzer, SILENT_BANDS};
+use voicegate::core::{Command, Event, ExternalReference, Session, SessionConfig};
 use voicegate::corpus::{ClipAudio, Manifest};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pos = 0;
     let mut buf = [0u8; 960];
     let mut sink = [0i16; 960];
+    let mut analyser = BandAnalyzer::new(audio.rate);
     println!(
         "echo {:?} noise {:?} onsets {:?} speech {:?}",
         clip.echo, clip.noise, clip.expect.bargein_onsets_ms, clip.speech_segments_ms
@@ -43,15 +46,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .is_some()
         {}
         let now = t0 + Duration::from_millis(20 * (k + 1));
+        // The recording's own reference, as `voicegate eval` feeds it.
+        let j = k.saturating_sub(start) as usize * n;
+        let r = match reference.get(j..j + n) {
+            Some(x) if k >= start => ExternalReference {
+                level_dbfs: level_dbfs(x),
+                bands: analyser.analyse(x),
+            },
+            _ => ExternalReference {
+                level_dbfs: SILENCE_DBFS,
+                bands: SILENT_BANDS,
+            },
+        };
+        s.set_external_reference(Some(r));
         s.handle_caller_samples(now, &audio.inbound[k as usize * n..(k as usize + 1) * n])?;
-        while s.poll_command().is_some() {}
+        while let Some(c) = s.poll_command() {
+            if c == Command::ClearPlayback {
+                let _ = s.handle_text(now, r#"{"event":"websocket:cleared"}"#);
+            }
+        }
         let f = s.last_features();
         let ms = 20 * (k + 1);
         if ms >= from && ms <= to {
             println!(
-                "{ms:6} lvl {:6.1} echo {:6.1} floor {:6.1} voiced {} caller {} speaking {} path {:?}",
+                "{ms:6} lvl {:6.1} echo {:6.1} excess {:6.1} floor {:6.1} voiced {} caller {} speaking {} path {:?}",
                 f.level_dbfs,
                 s.last_echo_dbfs(),
+                s.last_excess_db(),
                 f.noise_floor_dbfs,
                 u8::from(f.voiced),
                 u8::from(s.last_frame_was_speech()),
@@ -61,12 +82,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         while let Some(e) = s.poll_event() {
-            if let Event::BargeIn(b) = e {
-                println!("BARGE-IN at {ms}: {b:?}");
+            match e {
+                Event::BargeIn(b) => println!("BARGE-IN at {ms}: speech {:?}", b.speech),
+                Event::PlaybackPaused { .. } => println!("PAUSED at {ms}"),
+                Event::FalseInterruption { paused, .. } => {
+                    println!("RESUMED at {ms} after {paused:?} of silence")
+                }
+                _ => {}
             }
         }
         while link.read(&mut sink) > 0 {}
     }
-    let _ = SampleRate::Hz16000;
     Ok(())
 }

@@ -104,6 +104,8 @@ enum Stage {
         speech: u32,
         quiet: u32,
         onset_frames_ago: u32,
+        /// Frames since the chain's first voiced caller frame (this one counted), if any.
+        voiced_span: Option<u32>,
     },
 }
 
@@ -129,6 +131,7 @@ pub struct BargeInDetector {
     /// backchannel is alone).
     chain_speech: u32,
     chain_frames: u32,
+    chain_voiced_span: Option<u32>,
     since_release: u32,
     run: u32,
     span: u32,
@@ -143,6 +146,9 @@ const EPISODE_SLACK_FRAMES: u32 = 15;
 /// A suspicion that starts within this many frames (300 ms) of the last release continues its
 /// count of speech (see [`BargeInDetector`]).
 const CHAIN_GAP_FRAMES: u32 = 15;
+/// Of the confirmation length, at least one frame in this many must be voiced caller speech
+/// (double talk masks the rest under the bot's echo).
+const CONFIRM_VOICED_SHARE: u32 = 3;
 
 impl BargeInDetector {
     /// A detector with `config`'s thresholds.
@@ -158,6 +164,7 @@ impl BargeInDetector {
             stage: Stage::Watching,
             chain_speech: 0,
             chain_frames: 0,
+            chain_voiced_span: None,
             since_release: u32::MAX,
             run: 0,
             span: 0,
@@ -169,17 +176,51 @@ impl BargeInDetector {
     /// `bot_playing` whether the caller can hear the bot now. While a suspicion is open the bot
     /// is paused, so `bot_playing` is not consulted until it closes.
     pub fn update(&mut self, energy: bool, speech: bool, bot_playing: bool) -> Verdict {
+        self.update_with(energy, speech, true, bot_playing)
+    }
+
+    /// [`update`](Self::update) with one more input: `modulated`, whether the sound has the
+    /// syllable-rate level swings of a voice (a steady chord, a hum or a ringing decay does not).
+    /// An episode that reaches the confirmation length without them is released, not confirmed.
+    pub fn update_with(
+        &mut self,
+        energy: bool,
+        speech: bool,
+        modulated: bool,
+        bot_playing: bool,
+    ) -> Verdict {
         if let Stage::Suspecting {
             frames,
             speech: n,
             quiet,
             onset_frames_ago,
+            voiced_span,
         } = self.stage
         {
             let frames = frames + 1;
             let n = n + u32::from(speech);
             let quiet = if energy || speech { 0 } else { quiet + 1 };
-            if n >= self.confirm_frames {
+            let voiced_span = match voiced_span {
+                Some(v) => Some(v + 1),
+                None => speech.then_some(1),
+            };
+            // Confirmed once the caller has been talking for the confirmation length (from the
+            // chain's first voiced frame, through the pauses between words), with enough of it
+            // voiced, and is still at it.
+            let span = voiced_span.unwrap_or(0);
+            let long_enough = quiet == 0
+                && span >= self.confirm_frames
+                && n >= self.confirm_frames / CONFIRM_VOICED_SHARE;
+            if long_enough && !modulated {
+                // As long as a real interruption, but steady: music, a hum, a ringing tail.
+                self.stage = Stage::Watching;
+                self.reset_run();
+                self.since_release = u32::MAX;
+                return Verdict::Release {
+                    suspected_frames: frames,
+                };
+            }
+            if long_enough {
                 self.armed = false;
                 self.stage = Stage::Watching;
                 self.reset_run();
@@ -194,6 +235,7 @@ impl BargeInDetector {
                 self.reset_run();
                 self.chain_speech = n;
                 self.chain_frames = onset_frames_ago + frames;
+                self.chain_voiced_span = voiced_span;
                 self.since_release = 0;
                 return Verdict::Release {
                     suspected_frames: frames,
@@ -204,6 +246,7 @@ impl BargeInDetector {
                 speech: n,
                 quiet,
                 onset_frames_ago,
+                voiced_span,
             };
             return Verdict::Nothing;
         }
@@ -224,16 +267,21 @@ impl BargeInDetector {
                 if self.run >= self.suspect_frames {
                     let mut onset_frames_ago = self.span - 1;
                     let mut speech_so_far = u32::from(speech);
+                    let mut voiced_span = speech.then_some(1);
                     if self.since_release <= CHAIN_GAP_FRAMES {
                         // The same caller, still going: count on from the last episode.
                         speech_so_far += self.chain_speech;
                         onset_frames_ago += self.since_release + self.chain_frames;
+                        if let Some(v) = self.chain_voiced_span {
+                            voiced_span = Some(v + self.since_release + self.span);
+                        }
                     }
                     self.stage = Stage::Suspecting {
                         frames: 0,
                         speech: speech_so_far,
                         quiet: 0,
                         onset_frames_ago,
+                        voiced_span,
                     };
                     self.reset_run();
                     return Verdict::Suspect { onset_frames_ago };

@@ -71,7 +71,7 @@ impl Default for BargeInConfig {
             min_speech: Duration::from_millis(80),
             echo_margin_db: 4.0,
             suspect: Duration::from_millis(40),
-            confirm: Duration::from_millis(400),
+            confirm: Duration::from_millis(360),
             release: Duration::from_millis(100),
             resume_rewind: Duration::ZERO,
         }
@@ -125,7 +125,7 @@ impl SessionConfig {
             preroll: Duration::from_millis(240),
             snr_min_db: 3.0,
             bargein: BargeInConfig::default(),
-            lead: Duration::from_millis(60),
+            lead: Duration::from_millis(40),
             notify_every_frames: 10,
             inbound_buffer: Duration::from_millis(1_000),
             outbound_buffer: Duration::from_millis(2_000),

@@ -68,8 +68,9 @@ const ALPHA: f32 = 0.025;
 /// A reference frame this loud (dBFS) bounds the echo gain before the fit is trusted (bot
 /// speech is active at −22…−18 dBFS, so its loud frames pass this).
 const LOUD_REF_DBFS: f32 = -22.0;
-/// Frames of bot audio before the observed gain bound replaces the worst case (200 ms).
-const MIN_BOUND_FRAMES: u32 = 10;
+/// Frames of loud bot audio before the observed gain bound replaces the worst case: the whole
+/// delay window and then some (600 ms), so the echo of the first loud frame has arrived.
+const MIN_BOUND_FRAMES: u32 = TAPS as u32 + 6;
 /// How fast the gain bound forgets a loud frame, dB per frame (5 dB per second).
 const BOUND_DECAY_DB: f32 = 0.1;
 /// Margin over the observed bound.
@@ -298,7 +299,6 @@ impl EchoModel {
     /// Learns from the current frame's inbound level. Call for frames believed to hold no caller
     /// speech (echo and noise only); the regression shrugs off some caller audio, not a lot.
     pub fn observe(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
-        self.observe_bound(inbound_dbfs, noise_floor_dbfs);
         let x = self.input();
         let y = f64::from(dbfs_to_power(inbound_dbfs));
         let full: f64 = (0..DIM).map(|i| self.w[i] * x[i]).sum();
@@ -355,8 +355,11 @@ impl EchoModel {
     }
 
     /// Tracks an upper bound of the echo gain while the fit is young: the loudest
-    /// `inbound − loudest reference in the window` seen lately.
-    fn observe_bound(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
+    /// `inbound − loudest reference in the window` seen lately. Feed it every frame while the
+    /// reference is recent, the caller's included: they can only raise the bound (the safe side),
+    /// and leaving out frames the model cannot explain would keep it from ever learning that the
+    /// echo is louder than it thought.
+    pub fn observe_bound(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
         let peak = (0..TAPS)
             .map(|k| self.ref_db_at(k))
             .fold(SILENCE_DBFS, f32::max);

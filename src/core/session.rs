@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::audio::{
     FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
 };
-use super::bargein::{BargeInDetector, Verdict, band_excess_db, is_caller_speech};
+use super::bargein::{BargeInDetector, Verdict, band_excess_db};
 use super::chunker::Chunker;
 use super::codec::{self, FrameError};
 use super::config::{ConfigError, Forward, SessionConfig};
@@ -49,14 +49,24 @@ const COMMAND_CAPACITY: usize = 64;
 const PLAYOUT_LOG: usize = 64;
 /// Inside an utterance, a voiced frame this far above the noise floor continues it (dB).
 const CONTINUE_SNR_DB: f32 = 1.0;
-/// Inside an utterance, the margin over the predicted echo that continues it (dB).
-const CONTINUE_MARGIN_DB: f32 = 2.0;
+/// Inside an utterance, a voiced frame whose band evidence is this much weaker than a new
+/// utterance needs still continues it (dB).
+const CONTINUE_EXCESS_SLACK_DB: f32 = 6.0;
+/// Unvoiced energy this many frames after the last voiced one still belongs to the utterance
+/// (a trailing fricative or plosive release: "...facts", "...stop").
+const TRAILING_FRAMES: u32 = 3;
 /// Band noise floors are minimum statistics, under the noise's mean: each band's noise counts
 /// this many times its floor (3 dB) before energy is unexplained.
 const BAND_NOISE_K: f32 = 2.0;
 /// A frame is unexplained energy when the power left after subtracting noise and echo (each
 /// with its margin) is at least this far above... the explained power, dB.
 const BAND_EXCESS_DB: f32 = -6.0;
+/// Smoothing of the modulation measure (time constant ≈ 7 frames, 140 ms).
+const MODULATION_ALPHA: f32 = 0.15;
+/// One frame-to-frame step counts at most this much (a click must not look like a voice).
+const MODULATION_STEP_CAP_DB: f32 = 12.0;
+/// Modulation a voice shows, dB per frame.
+const MIN_MODULATION_DB: f32 = 1.0;
 /// Frames of played audio that make the bot "playing" (200 ms).
 const BOT_PLAYING_FRAMES: usize = 10;
 /// How long to wait for `websocket:cleared` before sending audio again anyway (§1.6).
@@ -221,6 +231,10 @@ pub struct Session {
     last_echo_dbfs: f32,
     last_caller: bool,
     last_excess_db: f32,
+    /// Frames since the last voiced frame of the caller's utterance.
+    since_voiced: u32,
+    last_level_dbfs: f32,
+    modulation_db: f32,
 
     // outbound
     ends: SessionEnds,
@@ -298,6 +312,9 @@ impl Session {
             last_echo_dbfs: SILENCE_DBFS,
             last_caller: false,
             last_excess_db: SILENCE_DBFS,
+            since_voiced: u32::MAX,
+            last_level_dbfs: SILENCE_DBFS,
+            modulation_db: 0.0,
             ends,
             read_pos: 0,
             chunker: Chunker::new(agent, call).map_err(|_| resampler_err(agent, call))?,
@@ -483,9 +500,15 @@ impl Session {
             &echo_k,
         );
         let energy = !tonal && features.snr_db() >= snr_min && excess_db >= BAND_EXCESS_DB;
-        let caller = energy && features.voiced;
+        let caller = !tonal
+            && features.voiced
+            && features.snr_db() >= snr_min
+            && excess_db >= BAND_EXCESS_DB;
         // Learn the echo only from frames that are echo and noise: not the caller's detected
         // speech, not a suspicion, not inside an utterance (its quiet frames are the caller too).
+        if self.echo.is_reference_recent() {
+            self.echo.observe_bound(level, features.noise_floor_dbfs);
+        }
         if !caller
             && !energy
             && !self.speech.is_in_utterance()
@@ -508,9 +531,19 @@ impl Session {
         // Hysteresis: inside an utterance a weaker frame still continues it (word endings and
         // fricatives sit close to the noise), so the end of turn is timed from the real end of
         // speech rather than from the last loud syllable.
-        let continues = self.speech.is_in_utterance()
-            && !tonal
-            && is_caller_speech(&features, echo_dbfs, CONTINUE_SNR_DB, CONTINUE_MARGIN_DB);
+        let voiced_continues = features.voiced
+            && features.snr_db() >= CONTINUE_SNR_DB
+            && excess_db >= BAND_EXCESS_DB - CONTINUE_EXCESS_SLACK_DB;
+        let tail_continues = self.since_voiced < TRAILING_FRAMES
+            && features.snr_db() >= CONTINUE_SNR_DB
+            && excess_db >= BAND_EXCESS_DB - CONTINUE_EXCESS_SLACK_DB;
+        let continues =
+            self.speech.is_in_utterance() && !tonal && (voiced_continues || tail_continues);
+        self.since_voiced = if caller || (continues && voiced_continues) {
+            0
+        } else {
+            self.since_voiced.saturating_add(1)
+        };
         let transition = self.speech.update(caller || continues);
         match transition {
             Some(SpeechTransition::Started { onset_frames_ago }) => {
@@ -560,7 +593,18 @@ impl Session {
         // scoring rule, and what a caller means by "talking over the bot"); its echo tail after
         // that is still explained by the echo model, but speech then is a new turn, not a barge-in.
         let bot_playing = self.echo.is_reference_active_within(BOT_PLAYING_FRAMES);
-        match self.bargein.update(energy, caller, bot_playing) {
+        // Syllable-rate modulation: the smoothed size of frame-to-frame level changes. A voice
+        // swings by several dB between syllables; music, hum and a decaying ring do not.
+        let step = (level - self.last_level_dbfs)
+            .abs()
+            .min(MODULATION_STEP_CAP_DB);
+        self.last_level_dbfs = level;
+        self.modulation_db += MODULATION_ALPHA * (step - self.modulation_db);
+        let modulated = self.modulation_db >= MIN_MODULATION_DB;
+        match self
+            .bargein
+            .update_with(energy, caller, modulated, bot_playing)
+        {
             Verdict::Nothing => {}
             Verdict::Suspect { onset_frames_ago } => {
                 let onset = now

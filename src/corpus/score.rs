@@ -262,12 +262,20 @@ pub fn score_clip(
         // The first moment the caller stopped hearing the bot for this onset: a pause's
         // `silent_at` or a clear, decided inside the onset's window.
         let in_window = |t: u64| t + tol_ms >= o && t <= o + BARGEIN_WINDOW_MS;
+        // A pause that began earlier and is still on at the onset counts too: the caller is
+        // not hearing the bot when they start (reaction 0).
+        let still_paused_at_onset = r.pauses_ms.iter().any(|&(at, _)| {
+            at <= o
+                && !r.releases_ms.iter().any(|&(rel, _)| rel > at && rel <= o)
+                && !r.bargein_ms.iter().any(|&c| c > at && c <= o)
+        });
         let pause = r
             .pauses_ms
             .iter()
             .filter(|(at, _)| in_window(*at))
-            .map(|&(_, silent)| silent)
-            .min();
+            .map(|&(_, silent)| silent.max(o))
+            .min()
+            .or(still_paused_at_onset.then_some(o));
         let clear = playing_bargeins.iter().copied().find(|&t| in_window(t));
         let silent = match (pause, clear) {
             (Some(p), Some(c)) => Some(p.min(c)),
