@@ -431,7 +431,7 @@ mod tests {
         let delay = 6; // 120 ms
         let gain = -18.0;
         let mut played = Vec::new();
-        for k in 0..200 {
+        for k in 0..600 {
             let lvl = bot_level(k);
             played.push(lvl);
             m.push_reference(lvl, &SILENT_BANDS);
@@ -444,14 +444,52 @@ mod tests {
         }
         let p = m.path().unwrap();
         assert_eq!(p.delay, Duration::from_millis(120));
-        assert!((p.gain_db - gain).abs() < 1.0, "{p:?}");
+        assert!((p.gain_db - gain).abs() < 1.5, "{p:?}");
         // Prediction explains the echo within a few dB.
-        let pred = m.push_reference(bot_level(200), &SILENT_BANDS);
-        let actual = played[200 - delay] + gain;
+        let pred = m.push_reference(bot_level(600), &SILENT_BANDS);
+        let actual = played[600 - delay] + gain;
         assert!(
             pred >= actual - 0.5 && pred <= actual + 15.0,
             "pred {pred} actual {actual}"
         );
+    }
+
+    /// Deterministic noise in [-1, 1).
+    fn jitter(k: usize) -> f32 {
+        ((k * 2_654_435_761) % 1_000) as f32 / 500.0 - 1.0
+    }
+
+    #[test]
+    fn learns_an_echo_under_the_noise_and_ignores_the_caller() {
+        // Echo 24 dB down at 60 ms, noise at about -42 dBFS (so the echo is mostly under it), and
+        // a caller talking at -20 dBFS in bursts that have nothing to do with the bot; the
+        // session keeps detected caller frames away from the model, and one in ten slips through.
+        let mut m = EchoModel::new();
+        let (delay, gain) = (3, -24.0);
+        let mut played = Vec::new();
+        for k in 0..1_500 {
+            let lvl = bot_level(k);
+            played.push(lvl);
+            m.push_reference(lvl, &SILENT_BANDS);
+            let echo = if k >= delay {
+                dbfs_to_power(played[k - delay] + gain)
+            } else {
+                0.0
+            };
+            let noise = dbfs_to_power(-42.0 + 2.0 * jitter(k));
+            let caller = if (k / 40) % 3 == 0 {
+                dbfs_to_power(-20.0 + 6.0 * jitter(k + 7))
+            } else {
+                0.0
+            };
+            if caller == 0.0 || k % 10 == 0 {
+                m.observe(power_to_dbfs(echo + noise + caller), -44.0);
+            }
+        }
+        // The echo is too weak to pin down exactly, but what the model explains stays far under
+        // the caller: a −20 dBFS reference predicts an echo at least 14 dB under the caller.
+        let p = m.path().unwrap();
+        assert!(p.gain_db < gain + 10.0, "{p:?}");
     }
 
     #[test]
