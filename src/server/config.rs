@@ -21,6 +21,21 @@ pub enum OnDisconnect {
     Nothing,
 }
 
+/// What the caller gets when the agent fails: a network agent that cannot be reached within
+/// `--agent-connect-timeout-ms`, breaks its protocol, stops reading or disconnects mid-call, or
+/// any agent that returns an error.
+///
+/// Either way voicegate closes the media socket (code 1011); Vonage then asks the event webhook
+/// what to do (`disconnected`), and the answer is this choice. No REST credentials are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentFailure {
+    /// Answer `disconnected` with a `talk` apology; the call ends after it.
+    #[value(alias = "apologize")]
+    Apologise,
+    /// Answer `disconnected` with no NCCO: the call ends at once.
+    Hangup,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -49,6 +64,23 @@ pub struct ServeArgs {
     /// Rate the agent reads and writes, Hz (default: the agent's own choice).
     #[arg(long, env = "VOICEGATE_AGENT_RATE")]
     pub agent_rate: Option<u32>,
+    /// What the caller gets when the agent fails (unreachable, protocol violation,
+    /// disconnected): a spoken apology, or the call simply ends.
+    #[arg(
+        long,
+        env = "VOICEGATE_AGENT_FAILURE",
+        value_enum,
+        default_value = "apologise"
+    )]
+    pub agent_failure: AgentFailure,
+    /// Deadline for a network agent (ws://, wss://, openai-realtime) to accept its connection
+    /// when a call starts, ms.
+    #[arg(
+        long,
+        env = "VOICEGATE_AGENT_CONNECT_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub agent_connect_timeout_ms: u64,
     /// Text spoken by Vonage before the agent is connected (default: none).
     #[arg(long, env = "VOICEGATE_GREETING")]
     pub greeting: Option<String>,
@@ -171,6 +203,10 @@ pub struct ServerConfig {
     pub agent: AgentKind,
     /// Agent rate override.
     pub agent_rate: Option<SampleRate>,
+    /// What the caller gets when the agent fails.
+    pub agent_failure: AgentFailure,
+    /// Deadline for a network agent's connection.
+    pub agent_connect_timeout: Duration,
     /// Greeting before the agent connects.
     pub greeting: Option<Greeting>,
     /// Concurrent call limit.
@@ -233,6 +269,9 @@ pub enum ServerConfigError {
     /// `--agent` is not a known agent.
     #[error("--agent {0:?}: expected echo, ws://…, wss://… or openai-realtime")]
     Agent(String),
+    /// `--agent ws://…` with a URL that cannot be used.
+    #[error("--agent: {0}")]
+    AgentUrl(#[from] crate::agent::connect::ConnectError),
     /// `--max-calls 0`.
     #[error("--max-calls must be at least 1")]
     MaxCalls,
@@ -276,6 +315,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
             "echo" => AgentKind::Echo,
             "openai-realtime" => AgentKind::OpenAiRealtime,
             u if u.starts_with("ws://") || u.starts_with("wss://") => {
+                crate::agent::connect::check_url(u)?;
                 AgentKind::Bridge(u.to_owned())
             }
             other => return Err(ServerConfigError::Agent(other.to_owned())),
@@ -314,6 +354,10 @@ impl TryFrom<ServeArgs> for ServerConfig {
             rate,
             agent,
             agent_rate,
+            agent_failure: a.agent_failure,
+            agent_connect_timeout: Duration::from_millis(
+                a.agent_connect_timeout_ms.clamp(100, 120_000),
+            ),
             greeting: a
                 .greeting
                 .filter(|t| !t.trim().is_empty())
@@ -371,6 +415,8 @@ impl Default for ServeArgs {
             rate: 16_000,
             agent: "echo".to_owned(),
             agent_rate: None,
+            agent_failure: AgentFailure::Apologise,
+            agent_connect_timeout_ms: 5_000,
             greeting: None,
             greeting_language: None,
             greeting_style: None,

@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::agent::metrics::AgentMetrics;
 use crate::core::stats::Stats;
 use crate::vonage::webhooks::CallStatus;
 
@@ -157,6 +158,8 @@ pub struct Metrics {
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
     pub pacing_lateness: Histogram,
+    /// The network agents' counters (`voicegate_agent_*`, `voicegate_openai_*`).
+    pub agent: AgentMetrics,
 }
 
 impl Metrics {
@@ -192,6 +195,7 @@ impl Metrics {
             frame_processing: Histogram::new(exponential_buckets(10e-6, 2.0, 12)),
             // 0.5 ms .. ~1 s
             pacing_lateness: Histogram::new(exponential_buckets(0.5e-3, 2.0, 12)),
+            agent: AgentMetrics::default(),
         };
         r.register(
             "active_calls",
@@ -298,6 +302,7 @@ impl Metrics {
             "Lateness of the outbound pacing timer",
             m.pacing_lateness.clone(),
         );
+        m.agent.register(&mut r);
         Self {
             registry: Arc::new(r),
             ..m

@@ -39,10 +39,11 @@ use tokio::net::TcpListener;
 pub use self::config::{ServeArgs, ServerConfig};
 pub use self::error::ServerError;
 pub use self::state::AppState;
+use crate::agent::bridge::{BridgeAgent, BridgeConfig};
 use crate::agent::echo::EchoAgent;
 use crate::agent::{Agent, EndReason};
 use crate::vonage::webhooks::MAX_WEBHOOK_BODY;
-use config::AgentKind;
+use config::{AgentKind, ServerConfigError};
 
 /// The router with every route, over `state`.
 pub fn app(state: AppState) -> Router {
@@ -65,7 +66,11 @@ pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
         AgentKind::Echo => Ok(Arc::new(
             EchoAgent::default().with_transfer_to(config.transfer_to.clone()),
         )),
-        AgentKind::Bridge(url) => Err(ServerError::AgentUnavailable(url.clone())),
+        AgentKind::Bridge(url) => {
+            let mut bridge = BridgeConfig::new(url.clone()).map_err(ServerConfigError::from)?;
+            bridge.connect_timeout = config.agent_connect_timeout;
+            Ok(Arc::new(BridgeAgent::new(bridge)))
+        }
         AgentKind::OpenAiRealtime => {
             Err(ServerError::AgentUnavailable("openai-realtime".to_owned()))
         }

@@ -77,6 +77,8 @@ pub struct CallEntry {
     closed_at: Option<Instant>,
     /// Nonce of the media token that may still open the socket (consumed on use).
     media_nonce: Option<u64>,
+    /// The call's agent failed; `disconnected` gets `--agent-failure`'s answer.
+    agent_failed: bool,
 }
 
 impl CallEntry {
@@ -102,6 +104,7 @@ impl CallEntry {
             ended: false,
             closed_at: None,
             media_nonce: None,
+            agent_failed: false,
         }
     }
 }
@@ -299,6 +302,7 @@ impl AppState {
                 return Err(ServerError::Unauthorized("used_token"));
             }
             entry.media_nonce = None;
+            entry.agent_failed = false;
             entry.socket = Some(tx);
             entry.ended = false;
             entry.closed_at = None;
@@ -334,6 +338,19 @@ impl AppState {
     /// for it needs no fallback.
     pub fn is_ended(&self, id: &CallId) -> bool {
         self.calls().get(id).is_some_and(|e| e.ended)
+    }
+
+    /// Remembers that the agent of `id` failed, so the `disconnected` that follows our close gets
+    /// `--agent-failure`'s answer rather than `--on-disconnect`'s.
+    pub fn note_agent_failure(&self, id: &CallId) {
+        if let Some(e) = self.calls().get_mut(id) {
+            e.agent_failed = true;
+        }
+    }
+
+    /// Whether the agent of `id` failed.
+    pub fn is_agent_failed(&self, id: &CallId) -> bool {
+        self.calls().get(id).is_some_and(|e| e.agent_failed)
     }
 
     /// Counts one reconnect of `id`; returns the count so far, or `None` for an unknown call.
