@@ -7,7 +7,7 @@
 //! has taken earlier messages and dropped them, `reserve` reclaims the memory, so a steady stream
 //! of frames and small events allocates nothing here.
 //!
-//! The queue's bound is the adapters' business ([`Wire::len`]): they stop producing while it is
+//! The queue's bound is the adapters' business ([`Wire::queued`]): they stop producing while it is
 //! long, which backs up into the bounded rings and queues before it, where drops are counted.
 //! A socket that stops taking messages altogether shows as [`Wire::stalled_since`].
 //!
@@ -80,7 +80,7 @@ impl Wire {
     }
 
     /// Messages queued and not yet handed to the socket.
-    pub fn len(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.out.len()
     }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+use voicegate::agent::Agent;
 use voicegate::agent::echo::EchoAgent;
 use voicegate::core::SampleRate;
 use voicegate::server::{self, AppState, ServerConfig};
@@ -22,9 +23,18 @@ pub struct TestServer {
 }
 
 /// Starts `config` with the echo agent on 127.0.0.1:0 in the current runtime.
-pub async fn start(mut config: ServerConfig) -> TestServer {
+pub async fn start(config: ServerConfig) -> TestServer {
+    start_with(config, Arc::new(EchoAgent::default())).await
+}
+
+/// Starts `config` with `agent` on 127.0.0.1:0 in the current runtime.
+pub async fn start_with(mut config: ServerConfig, agent: Arc<dyn Agent>) -> TestServer {
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let state = AppState::new(config, Arc::new(EchoAgent::default()));
+    serve_state(AppState::new(config, agent)).await
+}
+
+/// Serves `state` on 127.0.0.1:0 in the current runtime.
+pub async fn serve_state(state: AppState) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server::serve(

@@ -174,7 +174,7 @@ impl CallBridge {
             });
             self.forward(&mut io.audio);
             let read = self.backlog.has_room();
-            let take_events = self.held.is_none() && self.wire.len() < QUEUE_CAP;
+            let take_events = self.held.is_none() && self.wire.queued() < QUEUE_CAP;
             let stalled = self.wire.stalled_since();
             if let Some(since) = stalled {
                 stall.as_mut().reset(since + NOT_READING);
@@ -220,7 +220,7 @@ impl CallBridge {
     }
 
     fn forward_audio(&mut self, audio: &mut AgentAudio, upto: u64) {
-        while self.wire.len() < AUDIO_HIGH_WATER && self.read_pos < upto {
+        while self.wire.queued() < AUDIO_HIGH_WATER && self.read_pos < upto {
             let want = (upto - self.read_pos).min(self.frame as u64) as usize;
             let n = audio.read(&mut self.scratch[..want]);
             if n == 0 {

@@ -192,7 +192,7 @@ pub fn check_binary(bytes: &[u8]) -> Result<(), ProtocolError> {
             max: MAX_MESSAGE_BYTES,
         });
     }
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(ProtocolError::OddLength { len: bytes.len() });
     }
     Ok(())
