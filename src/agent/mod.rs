@@ -65,6 +65,7 @@ pub mod bridge;
 pub mod connect;
 pub mod echo;
 pub mod metrics;
+pub mod openai_realtime;
 pub mod wire;
 
 use std::fmt;

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::agent::openai_realtime::{OpenAiArgs, OpenAiConfig, OpenAiConfigError};
 use crate::core::{Forward, SampleRate, SessionConfig};
 use crate::tools::pipeline_args::PipelineArgs;
 
@@ -81,6 +82,9 @@ pub struct ServeArgs {
         default_value_t = 5_000
     )]
     pub agent_connect_timeout_ms: u64,
+    /// The OpenAI Realtime adapter's settings (`--agent openai-realtime`).
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
     /// Text spoken by Vonage before the agent is connected (default: none).
     #[arg(long, env = "VOICEGATE_GREETING")]
     pub greeting: Option<String>,
@@ -207,6 +211,8 @@ pub struct ServerConfig {
     pub agent_failure: AgentFailure,
     /// Deadline for a network agent's connection.
     pub agent_connect_timeout: Duration,
+    /// The OpenAI Realtime adapter's settings, checked when `--agent openai-realtime`.
+    pub openai: Option<OpenAiConfig>,
     /// Greeting before the agent connects.
     pub greeting: Option<Greeting>,
     /// Concurrent call limit.
@@ -269,6 +275,12 @@ pub enum ServerConfigError {
     /// `--agent` is not a known agent.
     #[error("--agent {0:?}: expected echo, ws://…, wss://… or openai-realtime")]
     Agent(String),
+    /// `--openai-*` settings that cannot be used.
+    #[error(transparent)]
+    OpenAi(#[from] OpenAiConfigError),
+    /// `--agent-rate` other than 24000 with `--agent openai-realtime`.
+    #[error("--agent-rate {0}: the OpenAI Realtime API speaks 24000 Hz only")]
+    OpenAiRate(u32),
     /// `--agent ws://…` with a URL that cannot be used.
     #[error("--agent: {0}")]
     AgentUrl(#[from] crate::agent::connect::ConnectError),
@@ -320,6 +332,15 @@ impl TryFrom<ServeArgs> for ServerConfig {
             }
             other => return Err(ServerConfigError::Agent(other.to_owned())),
         };
+        let openai = match agent {
+            AgentKind::OpenAiRealtime => {
+                if let Some(r) = agent_rate.filter(|r| *r != SampleRate::Hz24000) {
+                    return Err(ServerConfigError::OpenAiRate(r.hz()));
+                }
+                Some(OpenAiConfig::try_from(a.openai)?)
+            }
+            _ => None,
+        };
         if a.max_calls == 0 {
             return Err(ServerConfigError::MaxCalls);
         }
@@ -358,6 +379,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
             agent_connect_timeout: Duration::from_millis(
                 a.agent_connect_timeout_ms.clamp(100, 120_000),
             ),
+            openai,
             greeting: a
                 .greeting
                 .filter(|t| !t.trim().is_empty())
@@ -417,6 +439,7 @@ impl Default for ServeArgs {
             agent_rate: None,
             agent_failure: AgentFailure::Apologise,
             agent_connect_timeout_ms: 5_000,
+            openai: OpenAiArgs::default(),
             greeting: None,
             greeting_language: None,
             greeting_style: None,

@@ -41,6 +41,7 @@ pub use self::error::ServerError;
 pub use self::state::AppState;
 use crate::agent::bridge::{BridgeAgent, BridgeConfig};
 use crate::agent::echo::EchoAgent;
+use crate::agent::openai_realtime::OpenAiRealtimeAgent;
 use crate::agent::{Agent, EndReason};
 use crate::vonage::webhooks::MAX_WEBHOOK_BODY;
 use config::{AgentKind, ServerConfigError};
@@ -72,7 +73,13 @@ pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
             Ok(Arc::new(BridgeAgent::new(bridge)))
         }
         AgentKind::OpenAiRealtime => {
-            Err(ServerError::AgentUnavailable("openai-realtime".to_owned()))
+            let openai = config
+                .openai
+                .clone()
+                .ok_or(ServerError::AgentUnavailable("openai-realtime".to_owned()))?;
+            Ok(Arc::new(
+                OpenAiRealtimeAgent::new(openai).with_connect_timeout(config.agent_connect_timeout),
+            ))
         }
     }
 }
