@@ -343,12 +343,13 @@ impl Realtime {
                     tracing::debug!("response.cancel after the response ended");
                     return;
                 }
-                self.metrics
-                    .openai_error(OpenAiErrorLabel::from_type(if code.is_empty() {
-                        &error.kind
-                    } else {
-                        code
-                    }));
+                // Labelled by the error's type (a short fixed list); codes are many.
+                let kind = if error.kind.is_empty() {
+                    code
+                } else {
+                    &error.kind
+                };
+                self.metrics.openai_error(OpenAiErrorLabel::from_type(kind));
                 tracing::warn!(kind = %error.kind, code, message = %truncate(&error.message, 300), "Realtime API error");
             }
             ServerEvent::RateLimits { rate_limits } => {
