@@ -198,11 +198,13 @@ fn print_setup_hint(config: &ServerConfig, local: std::net::SocketAddr) {
         .public_url
         .clone()
         .unwrap_or_else(|| "https://YOUR-TUNNEL-HOST".to_owned());
-    println!(
-        "agent: {:?}, call rate: {} Hz",
-        config.agent,
-        config.rate.hz()
-    );
+    let agent = match &config.agent {
+        AgentKind::Echo => "echo".to_owned(),
+        // The URL's query may hold the agent's token.
+        AgentKind::Bridge(url) => format!("bridge to {}", crate::agent::connect::redacted(url)),
+        AgentKind::OpenAiRealtime => "openai-realtime".to_owned(),
+    };
+    println!("agent: {agent}, call rate: {} Hz", config.rate.hz());
     println!(
         "To take calls, expose this server over HTTPS (e.g. `cloudflared tunnel --url http://{local}`)"
     );

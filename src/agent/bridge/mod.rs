@@ -27,6 +27,10 @@
 
 mod call;
 pub mod error;
+#[doc = include_str!("../../../docs/agent-protocol.md")]
+///
+/// ---
+///
 pub mod protocol;
 
 use std::sync::Arc;
