@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use server_support::{Clip, clip, config_at, http_get, metric, serve_state, start_with};
+use server_support::{
+    clip, config_at, cut, http_get, metric, serve_state, silence, start_with, vonage_call,
+    wait_metric,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -28,10 +30,7 @@ use voicegate::core::SampleRate;
 use voicegate::server::call_control::VonageCallControl;
 use voicegate::server::config::{AgentFailure, AgentKind};
 use voicegate::server::{self, AppState, ServerConfig};
-use voicegate::tools::vonage_side::{
-    self, AuthSettings, CallIdentity, CallObserver, CallerScript, HttpClient, MediaEvent,
-    MediaReport, PlainUrl, StopRule, is_audible, run_media,
-};
+use voicegate::tools::vonage_side::CallerScript;
 use voicegate::vonage::app_jwt::AppJwt;
 use voicegate::vonage::client::VoiceClient;
 
@@ -149,98 +148,8 @@ async fn bridge_server(config: ServerConfig) -> server_support::TestServer {
     start_with(config, agent).await
 }
 
-/// What the simulated caller heard.
-#[derive(Default)]
-struct Heard {
-    /// Every frame that started playing: when, and whether it was audible.
-    played: Vec<(Instant, bool)>,
-    /// When `clear` arrived.
-    cleared: Vec<Instant>,
-}
-
-impl CallObserver for Heard {
-    fn played(&mut self, start: Instant, frame: &[u8]) {
-        self.played.push((start, is_audible(frame)));
-    }
-    fn event(&mut self, at: Instant, ev: &MediaEvent) {
-        if let MediaEvent::Cleared { .. } = ev {
-            self.cleared.push(at);
-        }
-    }
-}
-
-impl Heard {
-    fn audible_between(&self, from: Instant, to: Instant) -> usize {
-        self.played
-            .iter()
-            .filter(|(t, a)| *a && *t >= from && *t < to)
-            .count()
-    }
-}
-
-/// Plays Vonage's side of call `uuid` on its own task: answer, media socket, `script` in real
-/// time, then hangs up after `duration`.
-async fn vonage_call(
-    addr: SocketAddr,
-    uuid: &str,
-    script: CallerScript,
-    duration: Duration,
-) -> tokio::task::JoinHandle<(MediaReport, Heard)> {
-    let server = PlainUrl::parse(&format!("http://{addr}")).unwrap();
-    let mut http = HttpClient::new(server.authority());
-    let id = CallIdentity {
-        uuid: uuid.to_owned(),
-        ..CallIdentity::fresh()
-    };
-    let target = vonage_side::answer(&mut http, &server, &id).await.unwrap();
-    let rate = target.rate;
-    let mut ws = vonage_side::connect_media(&target, &AuthSettings::default())
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let mut heard = Heard::default();
-        let silence = Bytes::from(vec![0u8; rate.frame_bytes()]);
-        let report = run_media(
-            &mut ws,
-            &script,
-            &silence,
-            StopRule::After(duration),
-            &mut heard,
-        )
-        .await;
-        (report, heard)
-    })
-}
-
-/// `ms` of silence at `rate`.
-fn silence(rate: SampleRate, ms: u32) -> Vec<i16> {
-    vec![0; rate.hz() as usize * ms as usize / 1_000]
-}
-
-/// Samples `[from_ms, to_ms)` of `clip`, times `gain`.
-fn cut(clip: &Clip, from_ms: u32, to_ms: u32, gain: i32) -> Vec<i16> {
-    let per_ms = clip.rate.hz() as usize / 1_000;
-    clip.samples[from_ms as usize * per_ms..to_ms as usize * per_ms]
-        .iter()
-        .map(|&s| (i32::from(s) * gain).clamp(-32_768, 32_767) as i16)
-        .collect()
-}
-
 async fn metrics(addr: SocketAddr) -> String {
     http_get(addr, "/metrics").await.1
-}
-
-/// Polls `/metrics` until `name` reaches `want` (30 s).
-async fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> String {
-    let t0 = Instant::now();
-    loop {
-        let body = metrics(addr).await;
-        if metric(&body, name).is_some_and(|v| v >= want) {
-            return body;
-        }
-        assert!(t0.elapsed() < WAIT, "{name} never reached {want}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The answer to Vonage's `disconnected` for our socket of call [`CALLER_LEG`].

@@ -10,16 +10,14 @@
 
 mod server_support;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use server_support::{Clip, clip, config_at, http_get, metric, start_with};
+use server_support::{clip, config_at, cut, metric, silence, start_with, vonage_call, wait_metric};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -28,10 +26,7 @@ use voicegate::agent::openai_realtime::{OpenAiArgs, OpenAiConfig, TurnDetection}
 use voicegate::core::SampleRate;
 use voicegate::server::config::AgentKind;
 use voicegate::server::{self, ServerConfig};
-use voicegate::tools::vonage_side::{
-    self, AuthSettings, CallIdentity, CallObserver, CallerScript, HttpClient, MediaEvent,
-    MediaReport, PlainUrl, StopRule, is_audible, run_media,
-};
+use voicegate::tools::vonage_side::CallerScript;
 
 const WAIT: Duration = Duration::from_secs(30);
 const RATE_24K: u32 = 24_000;
@@ -192,87 +187,6 @@ fn check_session_update(v: &Value, turn_detection: Option<&str>) {
 
 // ------------------------------------------------------------------------------ the phone side
 
-#[derive(Default)]
-struct Heard {
-    played: Vec<(Instant, bool)>,
-    cleared: Vec<Instant>,
-}
-
-impl CallObserver for Heard {
-    fn played(&mut self, start: Instant, frame: &[u8]) {
-        self.played.push((start, is_audible(frame)));
-    }
-    fn event(&mut self, at: Instant, ev: &MediaEvent) {
-        if let MediaEvent::Cleared { .. } = ev {
-            self.cleared.push(at);
-        }
-    }
-}
-
-impl Heard {
-    /// Audio the caller heard before `clear` arrived: every audible frame that started before
-    /// it, the last one only up to the clear.
-    fn heard_before_clear(&self) -> Duration {
-        let clear = self.cleared[0];
-        self.played
-            .iter()
-            .filter(|(t, a)| *a && *t < clear)
-            .map(|(t, _)| (clear - *t).min(Duration::from_millis(20)))
-            .sum()
-    }
-
-    fn audible_between(&self, from: Instant, to: Instant) -> usize {
-        self.played
-            .iter()
-            .filter(|(t, a)| *a && *t >= from && *t < to)
-            .count()
-    }
-}
-
-async fn vonage_call(
-    addr: SocketAddr,
-    uuid: &str,
-    script: CallerScript,
-    duration: Duration,
-) -> tokio::task::JoinHandle<(MediaReport, Heard)> {
-    let server = PlainUrl::parse(&format!("http://{addr}")).unwrap();
-    let mut http = HttpClient::new(server.authority());
-    let id = CallIdentity {
-        uuid: uuid.to_owned(),
-        ..CallIdentity::fresh()
-    };
-    let target = vonage_side::answer(&mut http, &server, &id).await.unwrap();
-    let rate = target.rate;
-    let mut ws = vonage_side::connect_media(&target, &AuthSettings::default())
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let mut heard = Heard::default();
-        let silence = Bytes::from(vec![0u8; rate.frame_bytes()]);
-        let report = run_media(
-            &mut ws,
-            &script,
-            &silence,
-            StopRule::After(duration),
-            &mut heard,
-        )
-        .await;
-        (report, heard)
-    })
-}
-
-fn silence(rate: SampleRate, ms: u32) -> Vec<i16> {
-    vec![0; rate.hz() as usize * ms as usize / 1_000]
-}
-
-fn cut(clip: &Clip, from_ms: u32, to_ms: u32, gain: i32) -> Vec<i16> {
-    let per_ms = clip.rate.hz() as usize / 1_000;
-    clip.samples[from_ms as usize * per_ms..to_ms as usize * per_ms]
-        .iter()
-        .map(|&s| (i32::from(s) * gain).clamp(-32_768, 32_767) as i16)
-        .collect()
-}
-
 /// A server with the adapter pointed at the stand-in `listener`.
 async fn server_for(
     listener: &TcpListener,
@@ -294,18 +208,6 @@ async fn server_for(
     );
     let agent = server::agent_for(&cfg).unwrap();
     start_with(cfg, agent).await
-}
-
-async fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> String {
-    let t0 = Instant::now();
-    loop {
-        let (_, body) = http_get(addr, "/metrics").await;
-        if metric(&body, name).is_some_and(|v| v >= want) {
-            return body;
-        }
-        assert!(t0.elapsed() < WAIT, "{name} never reached {want}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ------------------------------------------------------------------------------ the tests

@@ -397,6 +397,14 @@ impl AgentAudio {
         }
     }
 
+    /// Completes once the call's media session is gone (for example while an agent is still
+    /// connecting to its model). Cancel-safe.
+    pub async fn closed(&mut self) {
+        while !self.is_closed() {
+            self.ready().await;
+        }
+    }
+
     /// Caller samples waiting to be read.
     pub fn available(&self) -> usize {
         self.link.available()

@@ -59,7 +59,7 @@ pub(super) async fn run(
     let connecting = connect::connect(config.url(), &[], MAX_MESSAGE_BYTES, config.connect_timeout);
     let ws = tokio::select! {
         r = connecting => r,
-        () = call_over(&mut io.audio) => {
+        () = io.audio.closed() => {
             tracing::info!(agent = %url, "call ended while connecting to the agent");
             return Ok(());
         }
@@ -77,13 +77,6 @@ pub(super) async fn run(
         tracing::warn!(agent = %url, error = %e, "agent bridge failed");
         AgentError::failed(e)
     })
-}
-
-/// Completes once the call's media session is gone.
-async fn call_over(audio: &mut AgentAudio) {
-    while !audio.is_closed() {
-        audio.ready().await;
-    }
 }
 
 /// A finished call-control request.

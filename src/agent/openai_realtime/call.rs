@@ -91,7 +91,7 @@ pub(super) async fn run(
         let connecting = connect::connect(&config.url, &headers, MAX_EVENT_BYTES, connect_timeout);
         let ws = tokio::select! {
             r = connecting => r?,
-            () = call_over(&mut io.audio) => return Ok(()),
+            () = io.audio.closed() => return Ok(()),
         };
         metrics.connections.inc();
         tracing::info!(model = %config.model, "OpenAI Realtime connected");
@@ -103,12 +103,6 @@ pub(super) async fn run(
         tracing::warn!(error = %e, "OpenAI Realtime failed");
         AgentError::failed(e)
     })
-}
-
-async fn call_over(audio: &mut AgentAudio) {
-    while !audio.is_closed() {
-        audio.ready().await;
-    }
 }
 
 /// One assistant item with audio: one turn on the phone.
