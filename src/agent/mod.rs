@@ -60,7 +60,13 @@
 //! Not real-time as a whole (agents allocate as they like), but the [`AgentAudio`] calls are
 //! allocation-free: reading and writing go straight to the lock-free rings.
 
+pub mod backlog;
+pub mod bridge;
+pub mod connect;
 pub mod echo;
+pub mod metrics;
+pub mod openai_realtime;
+pub mod wire;
 
 use std::fmt;
 use std::future::Future;
@@ -70,6 +76,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
 
+use self::metrics::AgentMetrics;
 use crate::core::dtmf::DtmfDigit;
 use crate::core::link::ControlFull;
 use crate::core::{AgentLink, BargeIn, Forward, SampleRate, TurnId};
@@ -166,6 +173,9 @@ pub struct CallInfo {
     pub call_rate: SampleRate,
     /// The rate of the audio the agent reads and writes.
     pub agent_rate: SampleRate,
+    /// Which caller audio the agent receives (the agent's [`Agent::forward`], unless the server
+    /// overrides it with `--forward-all`).
+    pub forward: Forward,
 }
 
 impl CallInfo {
@@ -179,6 +189,7 @@ impl CallInfo {
             headers: Map::new(),
             call_rate,
             agent_rate,
+            forward: Forward::Speech,
         }
     }
 }
@@ -315,6 +326,9 @@ pub struct AgentIo {
     pub audio: AgentAudio,
     /// Call control.
     pub call: CallHandle,
+    /// Counters for agents that talk to the network (the server's, registered under
+    /// `voicegate_*`; unregistered ones when built with [`AgentIo::new`] alone).
+    pub metrics: AgentMetrics,
 }
 
 impl AgentIo {
@@ -334,7 +348,14 @@ impl AgentIo {
             events: AgentEvents { rx: events },
             audio: AgentAudio { link, wake, flush },
             call,
+            metrics: AgentMetrics::default(),
         }
+    }
+
+    /// Counts into `metrics` (the server passes its registered ones).
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -388,6 +409,14 @@ impl AgentAudio {
             if !closed {
                 wake.notified().await;
             }
+        }
+    }
+
+    /// Completes once the call's media session is gone (for example while an agent is still
+    /// connecting to its model). Cancel-safe.
+    pub async fn closed(&mut self) {
+        while !self.is_closed() {
+            self.ready().await;
         }
     }
 

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::agent::openai_realtime::{OpenAiArgs, OpenAiConfig, OpenAiConfigError};
 use crate::core::{Forward, SampleRate, SessionConfig};
 use crate::tools::pipeline_args::PipelineArgs;
 
@@ -19,6 +20,21 @@ pub enum OnDisconnect {
     Apology,
     /// Return nothing; the call ends.
     Nothing,
+}
+
+/// What the caller gets when the agent fails: a network agent that cannot be reached within
+/// `--agent-connect-timeout-ms`, breaks its protocol, stops reading or disconnects mid-call, or
+/// any agent that returns an error.
+///
+/// Either way voicegate closes the media socket (code 1011); Vonage then asks the event webhook
+/// what to do (`disconnected`), and the answer is this choice. No REST credentials are needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentFailure {
+    /// Answer `disconnected` with a `talk` apology; the call ends after it.
+    #[value(alias = "apologize")]
+    Apologise,
+    /// Answer `disconnected` with no NCCO: the call ends at once.
+    Hangup,
 }
 
 /// Log line format.
@@ -49,6 +65,26 @@ pub struct ServeArgs {
     /// Rate the agent reads and writes, Hz (default: the agent's own choice).
     #[arg(long, env = "VOICEGATE_AGENT_RATE")]
     pub agent_rate: Option<u32>,
+    /// What the caller gets when the agent fails (unreachable, protocol violation,
+    /// disconnected): a spoken apology, or the call simply ends.
+    #[arg(
+        long,
+        env = "VOICEGATE_AGENT_FAILURE",
+        value_enum,
+        default_value = "apologise"
+    )]
+    pub agent_failure: AgentFailure,
+    /// Deadline for a network agent (ws://, wss://, openai-realtime) to accept its connection
+    /// when a call starts, ms.
+    #[arg(
+        long,
+        env = "VOICEGATE_AGENT_CONNECT_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub agent_connect_timeout_ms: u64,
+    /// The OpenAI Realtime adapter's settings (`--agent openai-realtime`).
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
     /// Text spoken by Vonage before the agent is connected (default: none).
     #[arg(long, env = "VOICEGATE_GREETING")]
     pub greeting: Option<String>,
@@ -201,6 +237,12 @@ pub struct ServerConfig {
     pub agent: AgentKind,
     /// Agent rate override.
     pub agent_rate: Option<SampleRate>,
+    /// What the caller gets when the agent fails.
+    pub agent_failure: AgentFailure,
+    /// Deadline for a network agent's connection.
+    pub agent_connect_timeout: Duration,
+    /// The OpenAI Realtime adapter's settings, checked when `--agent openai-realtime`.
+    pub openai: Option<OpenAiConfig>,
     /// Greeting before the agent connects.
     pub greeting: Option<Greeting>,
     /// Concurrent call limit.
@@ -265,6 +307,15 @@ pub enum ServerConfigError {
     /// `--agent` is not a known agent.
     #[error("--agent {0:?}: expected echo, ws://…, wss://… or openai-realtime")]
     Agent(String),
+    /// `--openai-*` settings that cannot be used.
+    #[error(transparent)]
+    OpenAi(#[from] OpenAiConfigError),
+    /// `--agent-rate` other than 24000 with `--agent openai-realtime`.
+    #[error("--agent-rate {0}: the OpenAI Realtime API speaks 24000 Hz only")]
+    OpenAiRate(u32),
+    /// `--agent ws://…` with a URL that cannot be used.
+    #[error("--agent: {0}")]
+    AgentUrl(#[from] crate::agent::connect::ConnectError),
     /// `--max-calls 0`.
     #[error("--max-calls must be at least 1")]
     MaxCalls,
@@ -321,9 +372,19 @@ impl TryFrom<ServeArgs> for ServerConfig {
             "echo" => AgentKind::Echo,
             "openai-realtime" => AgentKind::OpenAiRealtime,
             u if u.starts_with("ws://") || u.starts_with("wss://") => {
+                crate::agent::connect::check_url(u)?;
                 AgentKind::Bridge(u.to_owned())
             }
             other => return Err(ServerConfigError::Agent(other.to_owned())),
+        };
+        let openai = match agent {
+            AgentKind::OpenAiRealtime => {
+                if let Some(r) = agent_rate.filter(|r| *r != SampleRate::Hz24000) {
+                    return Err(ServerConfigError::OpenAiRate(r.hz()));
+                }
+                Some(OpenAiConfig::try_from(a.openai)?)
+            }
+            _ => None,
         };
         if a.max_calls == 0 {
             return Err(ServerConfigError::MaxCalls);
@@ -367,6 +428,11 @@ impl TryFrom<ServeArgs> for ServerConfig {
             rate,
             agent,
             agent_rate,
+            agent_failure: a.agent_failure,
+            agent_connect_timeout: Duration::from_millis(
+                a.agent_connect_timeout_ms.clamp(100, 120_000),
+            ),
+            openai,
             greeting: a
                 .greeting
                 .filter(|t| !t.trim().is_empty())
@@ -425,6 +491,9 @@ impl Default for ServeArgs {
             rate: 16_000,
             agent: "echo".to_owned(),
             agent_rate: None,
+            agent_failure: AgentFailure::Apologise,
+            agent_connect_timeout_ms: 5_000,
+            openai: OpenAiArgs::default(),
             greeting: None,
             greeting_language: None,
             greeting_style: None,

@@ -50,8 +50,9 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ServerConfigError),
-    /// The agent named in the configuration is not available in this build.
-    #[error("agent {0:?} is not implemented yet (use --agent echo)")]
+    /// The agent named in the configuration lacks its settings (a configuration built by hand
+    /// without them).
+    #[error("agent {0:?} is not configured")]
     AgentUnavailable(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]

@@ -127,8 +127,10 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let wake = Arc::new(Notify::new());
     let flush = Arc::new(Notify::new());
     let handle = CallHandle::new(guard.id().clone(), st.control().clone());
-    let io = AgentIo::new(link, ev_rx, wake.clone(), flush.clone(), handle);
+    let io = AgentIo::new(link, ev_rx, wake.clone(), flush.clone(), handle)
+        .with_metrics(st.metrics().agent.clone());
     let mut info = CallInfo::new(guard.id().clone(), call_rate, agent_rate);
+    info.forward = sc.forward;
     info.from = entry.from.clone().or_else(|| {
         headers
             .get("from")
@@ -250,7 +252,12 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     }
     match reason {
         EndReason::SocketClosed | EndReason::SocketError => {}
-        EndReason::AgentFailed => close(&mut ws, 1011, "agent failed").await,
+        EndReason::AgentFailed => {
+            // Vonage answers our close with `disconnected`; the event webhook then gives the
+            // caller what --agent-failure says (server::routes).
+            st.note_agent_failure(guard.id());
+            close(&mut ws, 1011, "agent failed").await;
+        }
         _ => close(&mut ws, 1000, reason.as_str()).await,
     }
     let Driver {

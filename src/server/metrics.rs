@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::shared::StateOp;
+use crate::agent::metrics::AgentMetrics;
 use crate::core::stats::Stats;
 use crate::vonage::webhooks::CallStatus;
 
@@ -176,6 +177,8 @@ pub struct Metrics {
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
     pub pacing_lateness: Histogram,
+    /// The network agents' counters (`voicegate_agent_*`, `voicegate_openai_*`).
+    pub agent: AgentMetrics,
 }
 
 impl Metrics {
@@ -223,6 +226,7 @@ impl Metrics {
             frame_processing: Histogram::new(exponential_buckets(10e-6, 2.0, 12)),
             // 0.5 ms .. ~1 s
             pacing_lateness: Histogram::new(exponential_buckets(0.5e-3, 2.0, 12)),
+            agent: AgentMetrics::default(),
         };
         r.register(
             "active_calls",
@@ -361,6 +365,7 @@ impl Metrics {
             "Lateness of the outbound pacing timer",
             m.pacing_lateness.clone(),
         );
+        m.agent.register(&mut r);
         Self {
             registry: Arc::new(r),
             ..m

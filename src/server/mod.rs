@@ -47,10 +47,12 @@ pub use self::config::{ServeArgs, ServerConfig};
 pub use self::error::ServerError;
 use self::shared::SharedSetup;
 pub use self::state::AppState;
+use crate::agent::bridge::{BridgeAgent, BridgeConfig};
 use crate::agent::echo::EchoAgent;
+use crate::agent::openai_realtime::OpenAiRealtimeAgent;
 use crate::agent::{Agent, EndReason, NoCallControl};
 use crate::vonage::webhooks::MAX_WEBHOOK_BODY;
-use config::AgentKind;
+use config::{AgentKind, ServerConfigError};
 
 /// The router with every route, over `state`.
 pub fn app(state: AppState) -> Router {
@@ -73,9 +75,19 @@ pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
         AgentKind::Echo => Ok(Arc::new(
             EchoAgent::default().with_transfer_to(config.transfer_to.clone()),
         )),
-        AgentKind::Bridge(url) => Err(ServerError::AgentUnavailable(url.clone())),
+        AgentKind::Bridge(url) => {
+            let mut bridge = BridgeConfig::new(url.clone()).map_err(ServerConfigError::from)?;
+            bridge.connect_timeout = config.agent_connect_timeout;
+            Ok(Arc::new(BridgeAgent::new(bridge)))
+        }
         AgentKind::OpenAiRealtime => {
-            Err(ServerError::AgentUnavailable("openai-realtime".to_owned()))
+            let openai = config
+                .openai
+                .clone()
+                .ok_or(ServerError::AgentUnavailable("openai-realtime".to_owned()))?;
+            Ok(Arc::new(
+                OpenAiRealtimeAgent::new(openai).with_connect_timeout(config.agent_connect_timeout),
+            ))
         }
     }
 }
@@ -211,11 +223,13 @@ fn print_setup_hint(config: &ServerConfig, local: std::net::SocketAddr) {
         .public_url
         .clone()
         .unwrap_or_else(|| "https://YOUR-TUNNEL-HOST".to_owned());
-    println!(
-        "agent: {:?}, call rate: {} Hz",
-        config.agent,
-        config.rate.hz()
-    );
+    let agent = match &config.agent {
+        AgentKind::Echo => "echo".to_owned(),
+        // The URL's query may hold the agent's token.
+        AgentKind::Bridge(url) => format!("bridge to {}", crate::agent::connect::redacted(url)),
+        AgentKind::OpenAiRealtime => "openai-realtime".to_owned(),
+    };
+    println!("agent: {agent}, call rate: {} Hz", config.rate.hz());
     println!(
         "To take calls, expose this server over HTTPS (e.g. `cloudflared tunnel --url http://{local}`)"
     );

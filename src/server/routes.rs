@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::auth::{FromWebhook, MediaToken, RawWebhook, VerifiedWebhook};
-use super::config::{OnDisconnect, is_host_byte};
+use super::config::{AgentFailure, OnDisconnect, is_host_byte};
 use super::error::ServerError;
 use super::media;
 use super::media_token::{MEDIA_TOKEN_PARAM, MediaCall, token_in_uri};
@@ -267,6 +267,14 @@ async fn disconnected_ncco(
     }
     let cfg = st.config();
     let apology = || Some(Ncco(vec![Action::talk(APOLOGY_TEXT)]));
+    if st.is_agent_failed(id) {
+        // We closed the socket because the agent failed: reconnecting would meet the same agent.
+        tracing::info!(call_id = %id, policy = ?cfg.agent_failure, "agent failed; ending the call");
+        return match cfg.agent_failure {
+            AgentFailure::Apologise => apology(),
+            AgentFailure::Hangup => None,
+        };
+    }
     match cfg.on_disconnect {
         OnDisconnect::Nothing => None,
         OnDisconnect::Apology => apology(),

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -56,6 +56,9 @@ impl Readiness {
     }
 }
 
+/// How long a failed agent is remembered for the `disconnected` webhook that follows.
+const AGENT_FAILED_TTL: Duration = Duration::from_secs(120);
+
 /// Shared server state. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -72,6 +75,10 @@ struct Inner {
     shared: Arc<dyn SharedState>,
     instance: InstanceId,
     sockets: Mutex<HashMap<CallId, LiveSocket>>,
+    /// Calls whose agent failed on this instance, and when: the `disconnected` that follows our
+    /// close gets `--agent-failure`'s answer. Kept [`AGENT_FAILED_TTL`]. (Per instance: a
+    /// `disconnected` landing on another instance gets `--on-disconnect`'s answer instead.)
+    agent_failed: Mutex<HashMap<CallId, Instant>>,
     capacity: Arc<Semaphore>,
     draining: watch::Sender<bool>,
     /// Socket claims being released in the shared state.
@@ -123,6 +130,7 @@ impl AppState {
                 shared: shared.state,
                 instance: shared.instance,
                 sockets: Mutex::new(HashMap::new()),
+                agent_failed: Mutex::new(HashMap::new()),
                 capacity,
                 draining: watch::Sender::new(false),
                 releasing: AtomicUsize::new(0),
@@ -224,6 +232,31 @@ impl AppState {
         } else {
             Readiness::Ready
         }
+    }
+
+    /// Remembers that the agent of `id` failed, so the `disconnected` that follows our close gets
+    /// `--agent-failure`'s answer rather than `--on-disconnect`'s.
+    pub fn note_agent_failure(&self, id: &CallId) {
+        let now = Instant::now();
+        let mut m = self
+            .inner
+            .agent_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, at| now.duration_since(*at) < AGENT_FAILED_TTL);
+        if m.len() < self.inner.config.max_calls.saturating_mul(4).max(1_024) {
+            m.insert(id.clone(), now);
+        }
+    }
+
+    /// Whether the agent of `id` failed here lately.
+    pub fn is_agent_failed(&self, id: &CallId) -> bool {
+        self.inner
+            .agent_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|at| at.elapsed() < AGENT_FAILED_TTL)
     }
 
     fn sockets(&self) -> MutexGuard<'_, HashMap<CallId, LiveSocket>> {

@@ -936,6 +936,21 @@ impl Playback {
         self.frames_queued
     }
 
+    /// When playback reaches the first queued `notify` marker (the end of the frames queued
+    /// before it), if one is queued: the caller should advance the playback then, so the
+    /// `websocket:notify` goes out when the audio was played, as Vonage's does.
+    pub fn next_notify_at(&self) -> Option<Instant> {
+        let end = self.slot_end?;
+        let mut frames = 0u32;
+        for item in &self.queue {
+            match item {
+                Item::Notify(_) => return Some(end + FRAME * frames),
+                Item::Frame(_) => frames += 1,
+            }
+        }
+        None
+    }
+
     /// Whether a frame is playing now or waiting.
     pub fn is_busy(&self) -> bool {
         self.slot_end.is_some() || self.frames_queued > 0
@@ -1558,6 +1573,18 @@ pub async fn run_media<O: CallObserver>(
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => break 'call MediaEnd::ServerClosed { code: None },
                 }
+                // A `notify` reached (or queued) answers when playback gets there, not at the
+                // next caller frame.
+                let wake = if tr.pending_notifies.is_empty() {
+                    pb.next_notify_at()
+                } else {
+                    Some(now)
+                };
+                if let Some(t) = wake.map(tokio::time::Instant::from_std)
+                    && t < sleep.deadline()
+                {
+                    sleep.as_mut().reset(t);
+                }
             }
             () = &mut sleep => {
                 let now = Instant::now();
@@ -1636,7 +1663,10 @@ pub async fn run_media<O: CallObserver>(
                         break 'call MediaEnd::HungUp;
                     }
                 }
-                sleep.as_mut().reset((t0 + FRAME * (n as u32)).into());
+                // Wake for the next caller frame, or earlier when playback reaches a `notify`.
+                let next_frame = t0 + FRAME * (n as u32);
+                let wake = pb.next_notify_at().map_or(next_frame, |t| t.min(next_frame));
+                sleep.as_mut().reset(wake.into());
             }
         }
     };

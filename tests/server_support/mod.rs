@@ -11,9 +11,14 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+use voicegate::agent::Agent;
 use voicegate::agent::echo::EchoAgent;
 use voicegate::core::SampleRate;
 use voicegate::server::{self, AppState, ServerConfig};
+use voicegate::tools::vonage_side::{
+    self, AuthSettings, CallIdentity, CallObserver, CallerScript, HttpClient, MediaEvent,
+    MediaReport, PlainUrl, StopRule, is_audible, run_media,
+};
 
 /// A running server.
 pub struct TestServer {
@@ -22,9 +27,18 @@ pub struct TestServer {
 }
 
 /// Starts `config` with the echo agent on 127.0.0.1:0 in the current runtime.
-pub async fn start(mut config: ServerConfig) -> TestServer {
+pub async fn start(config: ServerConfig) -> TestServer {
+    start_with(config, Arc::new(EchoAgent::default())).await
+}
+
+/// Starts `config` with `agent` on 127.0.0.1:0 in the current runtime.
+pub async fn start_with(mut config: ServerConfig, agent: Arc<dyn Agent>) -> TestServer {
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let state = AppState::new(config, Arc::new(EchoAgent::default()));
+    serve_state(AppState::new(config, agent)).await
+}
+
+/// Serves `state` on 127.0.0.1:0 in the current runtime.
+pub async fn serve_state(state: AppState) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server::serve(
@@ -203,4 +217,109 @@ impl SendText for Ws {
         use futures_util::SinkExt;
         self.send(Message::text(text)).await.unwrap();
     }
+}
+
+/// Polls `/metrics` until `name` reaches `want` (30 s); returns the body.
+pub async fn wait_metric(addr: SocketAddr, name: &str, want: f64) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, body) = http_get(addr, "/metrics").await;
+        if metric(&body, name).is_some_and(|v| v >= want) {
+            return body;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "{name} never reached {want}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `ms` of silence at `rate`.
+pub fn silence(rate: SampleRate, ms: u32) -> Vec<i16> {
+    vec![0; rate.hz() as usize * ms as usize / 1_000]
+}
+
+/// Samples `[from_ms, to_ms)` of `clip`, times `gain` (clipped).
+pub fn cut(clip: &Clip, from_ms: u32, to_ms: u32, gain: i32) -> Vec<i16> {
+    let per_ms = clip.rate.hz() as usize / 1_000;
+    clip.samples[from_ms as usize * per_ms..to_ms as usize * per_ms]
+        .iter()
+        .map(|&s| (i32::from(s) * gain).clamp(-32_768, 32_767) as i16)
+        .collect()
+}
+
+/// What the simulated caller heard.
+#[derive(Default)]
+pub struct Heard {
+    /// Every frame that started playing: when, and whether it was audible.
+    pub played: Vec<(std::time::Instant, bool)>,
+    /// When `clear` arrived.
+    pub cleared: Vec<std::time::Instant>,
+}
+
+impl CallObserver for Heard {
+    fn played(&mut self, start: std::time::Instant, frame: &[u8]) {
+        self.played.push((start, is_audible(frame)));
+    }
+    fn event(&mut self, at: std::time::Instant, ev: &MediaEvent) {
+        if let MediaEvent::Cleared { .. } = ev {
+            self.cleared.push(at);
+        }
+    }
+}
+
+impl Heard {
+    /// Audible frames that started playing in `[from, to)`.
+    pub fn audible_between(&self, from: std::time::Instant, to: std::time::Instant) -> usize {
+        self.played
+            .iter()
+            .filter(|(t, a)| *a && *t >= from && *t < to)
+            .count()
+    }
+
+    /// Audio the caller heard before the first `clear` arrived: every audible frame that started
+    /// before it, the last one only up to the clear.
+    pub fn heard_before_clear(&self) -> std::time::Duration {
+        let clear = self.cleared[0];
+        self.played
+            .iter()
+            .filter(|(t, a)| *a && *t < clear)
+            .map(|(t, _)| (clear - *t).min(std::time::Duration::from_millis(20)))
+            .sum()
+    }
+}
+
+/// Plays Vonage's side of call `uuid` on its own task (`tools::vonage_side`): answer, media
+/// socket, `script` in real time, hang-up after `duration`; yields the report and what was heard.
+pub async fn vonage_call(
+    addr: SocketAddr,
+    uuid: &str,
+    script: CallerScript,
+    duration: std::time::Duration,
+) -> tokio::task::JoinHandle<(MediaReport, Heard)> {
+    let server = PlainUrl::parse(&format!("http://{addr}")).unwrap();
+    let mut http = HttpClient::new(server.authority());
+    let id = CallIdentity {
+        uuid: uuid.to_owned(),
+        ..CallIdentity::fresh()
+    };
+    let target = vonage_side::answer(&mut http, &server, &id).await.unwrap();
+    let rate = target.rate;
+    let mut ws = vonage_side::connect_media(&target, &AuthSettings::default())
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut heard = Heard::default();
+        let silence = bytes::Bytes::from(vec![0u8; rate.frame_bytes()]);
+        let report = run_media(
+            &mut ws,
+            &script,
+            &silence,
+            StopRule::After(duration),
+            &mut heard,
+        )
+        .await;
+        (report, heard)
+    })
 }
