@@ -267,6 +267,15 @@ pub fn write_event(
             b.turn.0,
             ms(b.heard)
         ),
+        AgentEvent::Paused { turn } => {
+            write!(w, r#"{{"type":"paused","turn":{}}}"#, turn.0)
+        }
+        AgentEvent::FalseInterruption { turn, paused } => write!(
+            w,
+            r#"{{"type":"false_interruption","turn":{},"paused_ms":{}}}"#,
+            turn.0,
+            ms(paused)
+        ),
         AgentEvent::Dtmf { digit, duration } => match duration {
             Some(d) => write!(
                 w,
