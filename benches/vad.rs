@@ -1,8 +1,10 @@
 //! Per-frame detection benches on real speech: webrtc-vad plus the noise floor through
 //! [`VoiceDetector::analyse`] (`vad/webrtc/{8k,16k,24k}`; 24 kHz includes the resample to
-//! 16 kHz for webrtc-vad), the echo model's per-frame update and prediction
-//! (`echo/model/16k`), and the barge-in decision (`bargein/decision/16k`: caller-speech test plus
-//! detector update).
+//! 16 kHz for webrtc-vad), the band analysis (`spectrum/bands/{8k,16k,24k}`: one FFT; the
+//! session runs it on every caller frame and every sent frame), the DTMF tone gate
+//! (`tone/dtmf/16k`), the echo model's per-frame update and prediction, full band and per band
+//! (`echo/model/16k`), and the two-stage barge-in decision (`bargein/decision/16k`: the band
+//! evidence plus the detector update).
 //!
 //! Run: `cargo bench --bench vad`.
 
@@ -12,8 +14,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use voicegate::core::audio::level_dbfs;
-use voicegate::core::bargein::{BargeInDetector, is_caller_speech};
+use voicegate::core::bargein::{BargeInDetector, Verdict, band_excess_db, is_caller_speech};
 use voicegate::core::echo::EchoModel;
+use voicegate::core::spectrum::{BANDS, BandAnalyzer, BandNoiseFloor, Bands};
+use voicegate::core::tone::ToneDetector;
 use voicegate::core::vad::{FrameFeatures, VadAggressiveness, VoiceDetector};
 use voicegate::core::{BargeInConfig, SampleRate};
 
@@ -45,6 +49,40 @@ fn vad_benches(c: &mut Criterion) {
     }
     g.finish();
 
+    let mut g = c.benchmark_group("spectrum/bands");
+    for rate in common::CALL_RATES {
+        let frames = common::clip_frames(common::CALLER_CLIP, rate);
+        let mut a = BandAnalyzer::new(rate);
+        assert!(a.analyse(&frames[frames.len() / 2]).iter().sum::<f32>() > 0.0);
+        g.throughput(Throughput::Elements(rate.frame_samples() as u64));
+        let mut i = 0;
+        g.bench_function(common::rate_name(rate), |b| {
+            b.iter(|| {
+                i = (i + 1) % frames.len();
+                a.analyse(black_box(&frames[i]))
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("tone/dtmf");
+    {
+        let rate = SampleRate::Hz16000;
+        let frames = common::clip_frames(common::CALLER_CLIP, rate);
+        let mut t = ToneDetector::new(rate);
+        // Speech is never a tone.
+        assert!(frames.iter().all(|f| t.detect(f).is_none()));
+        g.throughput(Throughput::Elements(rate.frame_samples() as u64));
+        let mut i = 0;
+        g.bench_function("16k", |b| {
+            b.iter(|| {
+                i = (i + 1) % frames.len();
+                t.detect(black_box(&frames[i]))
+            })
+        });
+    }
+    g.finish();
+
     // Realistic per-frame inputs for the echo and barge-in stages: features of the caller clip
     // and the level of the bot's clip as the played reference.
     let rate = SampleRate::Hz16000;
@@ -58,18 +96,32 @@ fn vad_benches(c: &mut Criterion) {
     let played: Vec<f32> = (0..caller.len())
         .map(|i| bot.get(i).map_or(-100.0, |f| level_dbfs(f)))
         .collect();
+    let mut analyser = BandAnalyzer::new(rate);
+    let played_bands: Vec<Bands> = (0..caller.len())
+        .map(|i| bot.get(i).map_or([0.0; BANDS], |f| analyser.analyse(f)))
+        .collect();
+    let caller_bands: Vec<Bands> = caller.iter().map(|f| analyser.analyse(f)).collect();
+    let mut band_floor = BandNoiseFloor::new();
+    let noise_bands: Vec<Bands> = caller_bands.iter().map(|b| *band_floor.update(b)).collect();
     let n = features.len();
 
     let mut g = c.benchmark_group("echo/model");
     g.throughput(Throughput::Elements(rate.frame_samples() as u64));
     let mut echo = EchoModel::new();
     let mut echoes = Vec::with_capacity(n);
-    for (f, p) in features.iter().zip(&played) {
-        let e = echo.push_reference(*p);
-        if !is_caller_speech(f, e, 3.0, 6.0) && echo.is_reference_recent() {
-            echo.observe(f.level_dbfs, f.noise_floor_dbfs);
+    let mut echo_bands = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = echo.push_reference(played[i], &played_bands[i]);
+        let f = &features[i];
+        if echo.is_reference_recent() {
+            echo.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
+            if !is_caller_speech(f, e, 3.0, 6.0) {
+                echo.observe(f.level_dbfs, f.noise_floor_dbfs);
+                echo.observe_bands(&caller_bands[i], &noise_bands[i]);
+            }
         }
         echoes.push(e);
+        echo_bands.push(*echo.predicted_bands());
     }
     assert!(
         echoes.iter().any(|&e| e > -100.0),
@@ -79,12 +131,14 @@ fn vad_benches(c: &mut Criterion) {
     g.bench_function("16k", |b| {
         b.iter(|| {
             i = (i + 1) % n;
-            let e = echo.push_reference(black_box(played[i]));
-            if !is_caller_speech(&features[i], e, 3.0, 6.0) && echo.is_reference_recent() {
-                echo.observe(
-                    black_box(features[i].level_dbfs),
-                    features[i].noise_floor_dbfs,
-                );
+            let e = echo.push_reference(black_box(played[i]), black_box(&played_bands[i]));
+            let f = &features[i];
+            if echo.is_reference_recent() {
+                echo.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
+                if !is_caller_speech(f, e, 3.0, 6.0) {
+                    echo.observe(black_box(f.level_dbfs), f.noise_floor_dbfs);
+                    echo.observe_bands(&caller_bands[i], &noise_bands[i]);
+                }
             }
             e
         })
@@ -94,33 +148,40 @@ fn vad_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("bargein/decision");
     g.throughput(Throughput::Elements(rate.frame_samples() as u64));
     let cfg = BargeInConfig::default();
+    let echo_k = [2.5f32; BANDS];
+    let evidence = |i: usize| {
+        let x = band_excess_db(
+            &caller_bands[i],
+            &noise_bands[i],
+            &echo_bands[i],
+            2.0,
+            &echo_k,
+        );
+        let energy = features[i].snr_db() >= 3.0 && x >= -6.0;
+        (energy, energy && features[i].voiced)
+    };
     let mut detector = BargeInDetector::new(&cfg);
     let fired = (0..n)
         .filter(|&i| {
-            detector
-                .update(
-                    is_caller_speech(&features[i], echoes[i], 3.0, cfg.echo_margin_db),
-                    played[i] > -50.0,
-                )
-                .is_some()
+            let (energy, speech) = evidence(i);
+            let v = detector.update(energy, speech, played[i] > -50.0);
+            if matches!(v, Verdict::Confirm(_)) {
+                detector.rearm();
+            }
+            v != Verdict::Nothing
         })
         .count();
-    assert!(fired >= 1, "the barge-in clip never barged in");
+    assert!(fired >= 1, "the barge-in clip never paused the bot");
     let mut i = 0;
     g.bench_function("16k", |b| {
         b.iter(|| {
             i = (i + 1) % n;
-            let speech = is_caller_speech(
-                black_box(&features[i]),
-                black_box(echoes[i]),
-                3.0,
-                cfg.echo_margin_db,
-            );
-            let d = detector.update(speech, played[i] > -50.0);
-            if d.is_some() {
+            let (energy, speech) = evidence(black_box(i));
+            let v = detector.update(energy, speech, played[i] > -50.0);
+            if matches!(v, Verdict::Confirm(_)) {
                 detector.rearm();
             }
-            d
+            v
         })
     });
     g.finish();

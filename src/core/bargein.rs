@@ -146,6 +146,9 @@ const EPISODE_SLACK_FRAMES: u32 = 15;
 /// A suspicion that starts within this many frames (300 ms) of the last release continues its
 /// count of speech (see [`BargeInDetector`]).
 const CHAIN_GAP_FRAMES: u32 = 15;
+/// Only an episode with at least this much voiced caller speech (frames) carries on into the
+/// next: a lone blip of babble or echo is not a caller pausing between words.
+const CHAIN_MIN_SPEECH: u32 = 3;
 /// Of the confirmation length, at least one frame in this many must be voiced caller speech
 /// (double talk masks the rest under the bot's echo).
 const CONFIRM_VOICED_SHARE: u32 = 3;
@@ -268,7 +271,9 @@ impl BargeInDetector {
                     let mut onset_frames_ago = self.span - 1;
                     let mut speech_so_far = u32::from(speech);
                     let mut voiced_span = speech.then_some(1);
-                    if self.since_release <= CHAIN_GAP_FRAMES {
+                    if self.since_release <= CHAIN_GAP_FRAMES
+                        && self.chain_speech >= CHAIN_MIN_SPEECH
+                    {
                         // The same caller, still going: count on from the last episode.
                         speech_so_far += self.chain_speech;
                         onset_frames_ago += self.since_release + self.chain_frames;
