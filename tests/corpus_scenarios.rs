@@ -68,11 +68,43 @@ fn bargein_clips_barge_in_at_the_labelled_onset() {
             "{}: barge-in at {first} ms, before the caller spoke ({onset} ms)",
             clip.id
         );
+        // Two-stage: the bot goes quiet (paused) soon after the caller starts, long before the
+        // interruption is confirmed.
+        let paused = r
+            .pauses_ms
+            .iter()
+            .map(|&(at, _)| at)
+            .find(|&at| at + tol >= onset)
+            .unwrap_or_else(|| panic!("{}: never paused after {onset} ms", clip.id));
         assert!(
-            first <= onset + 400,
-            "{}: barge-in {first} ms is slow for the onset at {onset} ms",
+            paused <= onset + 200,
+            "{}: paused at {paused} ms, slow for the onset at {onset} ms",
             clip.id
         );
+        assert!(paused <= first, "{}: confirmed before pausing", clip.id);
+    }
+}
+
+/// Backchannels pause the bot at most briefly and never cost it the turn.
+#[test]
+fn backchannels_keep_the_turn() {
+    let m = subset();
+    for clip in m.clips.iter().filter(|c| c.scenario == "backchannel") {
+        let r = run(&m, clip);
+        assert!(
+            r.bargein_ms.is_empty(),
+            "{}: the bot lost its turn at {:?} ms on a backchannel",
+            clip.id,
+            r.bargein_ms
+        );
+        assert!(
+            !r.releases_ms.is_empty(),
+            "{}: the backchannel did not even pause the bot",
+            clip.id
+        );
+        for &(at, silence) in &r.releases_ms {
+            assert!(silence <= 400, "{}: paused {silence} ms (at {at})", clip.id);
+        }
     }
 }
 
@@ -127,12 +159,10 @@ fn speech_onsets_and_ends_of_turn_are_found() {
 #[test]
 fn non_bargein_scenarios_stay_quiet() {
     let m = subset();
-    // Backchannels are left out: telling "mm-hm" from an interruption is the two-stage
-    // turn-taking's job, not this detector's.
     for clip in m
         .clips
         .iter()
-        .filter(|c| !c.expect.bargein && c.scenario != "echo_only" && c.scenario != "backchannel")
+        .filter(|c| !c.expect.bargein && c.scenario != "echo_only")
     {
         let r = run(&m, clip);
         assert!(
@@ -151,8 +181,8 @@ fn full_corpus() -> Option<PathBuf> {
 }
 
 /// Floors over the whole dev corpus, set from a run of this test at commit time (barge-in recall
-/// 11/20 within the scoring window, 0/9 echo-only false triggers). They only guard against
-/// regressions; the targets are in the evaluation issue.
+/// 20/20 within the scoring window, 0/9 echo-only and 0/8 backchannel clips losing the turn,
+/// 1/14 distractors). They guard against regressions with a little room.
 #[test]
 fn whole_dev_corpus_floors() {
     let Some(path) = full_corpus() else {
@@ -162,6 +192,7 @@ fn whole_dev_corpus_floors() {
     let m = Manifest::load(&path).unwrap();
     let tol = m.label.tolerance_ms;
     let (mut onsets, mut hits, mut echo_clips, mut echo_false) = (0, 0, 0, 0);
+    let (mut quiet_clips, mut quiet_false) = (0, 0);
     for clip in &m.clips {
         let r = run(&m, clip);
         for &o in &clip.expect.bargein_onsets_ms {
@@ -171,13 +202,20 @@ fn whole_dev_corpus_floors() {
         if clip.scenario == "echo_only" {
             echo_clips += 1;
             echo_false += usize::from(!r.bargein_ms.is_empty());
+        } else if !clip.expect.bargein {
+            quiet_clips += 1;
+            quiet_false += usize::from(!r.bargein_ms.is_empty());
         }
         println!(
             "{:16} {:12} bargeins {:?} onsets {:?}",
             clip.id, clip.scenario, r.bargein_ms, clip.expect.bargein_onsets_ms
         );
     }
-    println!("barge-in recall {hits}/{onsets}, echo-only false triggers {echo_false}/{echo_clips}");
-    assert!(hits * 100 >= onsets * 50, "barge-in recall {hits}/{onsets}");
+    println!(
+        "barge-in recall {hits}/{onsets}, echo-only false triggers {echo_false}/{echo_clips}, \
+         other clips without a barge-in that lost the turn {quiet_false}/{quiet_clips}"
+    );
+    assert!(hits * 100 >= onsets * 90, "barge-in recall {hits}/{onsets}");
     assert_eq!(echo_false, 0, "echo-only clips must never barge in");
+    assert!(quiet_false <= 2, "{quiet_false}/{quiet_clips} lost the turn");
 }

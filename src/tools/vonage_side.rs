@@ -1096,6 +1096,35 @@ pub struct CallerScript {
     marks: Arc<[u8]>,
     /// The script repeats (loadtest) instead of ending (simulate).
     pub looped: bool,
+    /// The caller's phone returns what it plays: an echo of the bot mixed into the caller's
+    /// audio (closed loop, so it stops when the bot stops, as on a real line).
+    pub echo: Option<LineEcho>,
+}
+
+/// A caller-side echo path: what the caller hears comes back `delay` later, `gain_db` down.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LineEcho {
+    /// Bulk delay from playout to the echo arriving in the caller's audio.
+    pub delay: Duration,
+    /// Echo level relative to what was played, dB (negative).
+    pub gain_db: f32,
+}
+
+impl LineEcho {
+    /// Mixes the echo of `played` (a played frame) into `caller` (a caller frame), both L16.
+    fn mix(&self, caller: &[u8], played: &[u8]) -> Bytes {
+        let g = 10f32.powf(self.gain_db / 20.0);
+        let out: Vec<u8> = caller
+            .chunks_exact(2)
+            .zip(played.chunks_exact(2))
+            .flat_map(|(c, p)| {
+                let c = f32::from(i16::from_le_bytes([c[0], c[1]]));
+                let p = f32::from(i16::from_le_bytes([p[0], p[1]]));
+                ((c + g * p).clamp(-32_768.0, 32_767.0) as i16).to_le_bytes()
+            })
+            .collect();
+        Bytes::from(out)
+    }
 }
 
 impl CallerScript {
@@ -1116,7 +1145,14 @@ impl CallerScript {
             audio: Bytes::from(audio),
             marks: marks.into(),
             looped: false,
+            echo: None,
         }
+    }
+
+    /// The same script on a line that echoes what the caller hears.
+    pub fn with_echo(mut self, echo: LineEcho) -> Self {
+        self.echo = Some(echo);
+        self
     }
 
     /// The socket rate.
@@ -1410,8 +1446,13 @@ pub struct MediaReport {
     pub t0: Instant,
 }
 
+/// Played frames kept for the simulated line echo (more than any echo delay).
+const ECHO_LINE_FRAMES: usize = 64;
+
 struct Tracker<'a, O: CallObserver> {
     obs: &'a mut O,
+    /// Recently played frames and when they started, for [`LineEcho`].
+    echo_line: std::collections::VecDeque<(Instant, Bytes)>,
     c: MediaCounters,
     /// Caller speaking (inside a marked segment).
     speaking: bool,
@@ -1431,6 +1472,10 @@ impl<O: CallObserver> Tracker<'_, O> {
     fn on_played(&mut self, p: Played) {
         match p {
             Played::Frame { start, frame } => {
+                if self.echo_line.len() == ECHO_LINE_FRAMES {
+                    self.echo_line.pop_front();
+                }
+                self.echo_line.push_back((start, frame.clone()));
                 self.c.frames_played += 1;
                 self.obs.played(start, &frame);
                 if is_audible(&frame) {
@@ -1491,6 +1536,7 @@ pub async fn run_media<O: CallObserver>(
     let mut pb = Playback::new(script.rate());
     let mut tr = Tracker {
         obs,
+        echo_line: std::collections::VecDeque::with_capacity(ECHO_LINE_FRAMES),
         c: MediaCounters::default(),
         speaking: false,
         speech_end: None,
@@ -1605,6 +1651,23 @@ pub async fn run_media<O: CallObserver>(
                             script_done_at.get_or_insert(now);
                             (silence.clone(), 0)
                         }
+                    };
+                    // The line's echo: the frame that played `delay` before this caller frame
+                    // was captured ([deadline − 20 ms, deadline)) comes back inside it.
+                    let frame = match script.echo {
+                        Some(e) => {
+                            let from = deadline.checked_sub(FRAME + e.delay);
+                            let played = from.and_then(|from| {
+                                tr.echo_line
+                                    .iter()
+                                    .find(|(start, _)| *start >= from && *start < from + FRAME)
+                            });
+                            match played {
+                                Some((_, p)) => e.mix(&frame, p),
+                                None => frame,
+                            }
+                        }
+                        None => frame,
                     };
                     if m & mark::ONSET != 0 {
                         tr.speaking = true;
