@@ -144,6 +144,8 @@ struct Realtime {
     active_response: Option<String>,
     cancelled: VecDeque<String>,
     last_playout: Option<PlayoutSeen>,
+    /// Two-stage barge-in: playback has been paused since then (nothing plays meanwhile).
+    paused_since: Option<Instant>,
 }
 
 impl Realtime {
@@ -167,6 +169,7 @@ impl Realtime {
             active_response: None,
             cancelled: VecDeque::with_capacity(MAX_ITEMS),
             last_playout: None,
+            paused_since: None,
         }
     }
 
@@ -264,7 +267,20 @@ impl Realtime {
             {
                 self.commit_at = Some(stream_pos);
             }
-            AgentEvent::BargeIn(b) => self.interrupt("barge-in", Some(b), audio),
+            AgentEvent::BargeIn(b) => {
+                self.interrupt("barge-in", Some(b), audio);
+                self.paused_since = None;
+            }
+            AgentEvent::Paused { .. } => {
+                self.paused_since.get_or_insert_with(Instant::now);
+            }
+            AgentEvent::FalseInterruption { .. } => {
+                // Nothing played while paused: move the playout clock on by the pause.
+                if let (Some(since), Some(p)) = (self.paused_since.take(), self.last_playout.as_mut())
+                {
+                    p.at += Instant::now().saturating_duration_since(since);
+                }
+            }
             AgentEvent::Playout {
                 turn,
                 heard,
@@ -415,11 +431,14 @@ impl Realtime {
             return; // already done, or the caller speaks after the answer finished
         }
         let written = Duration::from_micros(item.written * 1_000_000 / u64::from(REALTIME_RATE_HZ));
-        // Playout truth: the last `notify` report plus the time played since, never more than
-        // was written; before the first report, the session's (or the clock's) estimate.
+        // Playout truth: on voicegate's barge-in, the session's own figure (the last `notify`
+        // report plus the time played since, capped at what was sent: a pause before the
+        // confirmation is not counted as heard); otherwise the last report plus the time played
+        // since (up to a pause), never more than was written.
+        let played_until = self.paused_since.unwrap_or(now);
         let heard = match (playout, barge) {
-            (Some(p), _) => p.heard + now.saturating_duration_since(p.at),
-            (None, Some(b)) => b.heard,
+            (_, Some(b)) => b.heard,
+            (Some(p), None) => p.heard + played_until.saturating_duration_since(p.at),
             (None, None) => item
                 .first_write
                 .map_or(Duration::ZERO, |f| now.saturating_duration_since(f)),
