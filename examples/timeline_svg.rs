@@ -34,10 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         svg,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11">"##
     )?;
-    writeln!(
-        svg,
-        r##"<rect width="100%" height="100%" fill="white"/>"##
-    )?;
+    writeln!(svg, r##"<rect width="100%" height="100%" fill="white"/>"##)?;
     for (p, id) in ids.iter().enumerate() {
         let clip = m
             .clips
@@ -67,7 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let plot_h = PANEL - 50.0;
         let dur_ms = frames as f64 * 20.0;
         let x = |ms: f64| LEFT + (WIDTH - LEFT - RIGHT) * ms / dur_ms;
-        let y = |db: f64| top + plot_h * (1.0 - (db.clamp(MIN_DB, MAX_DB) - MIN_DB) / (MAX_DB - MIN_DB));
+        let y = |db: f64| {
+            top + plot_h * (1.0 - (db.clamp(MIN_DB, MAX_DB) - MIN_DB) / (MAX_DB - MIN_DB))
+        };
         writeln!(
             svg,
             r##"<text x="{LEFT}" y="{:.1}" font-size="13" font-weight="bold">{} ({})</text>"##,

@@ -217,5 +217,8 @@ fn whole_dev_corpus_floors() {
     );
     assert!(hits * 100 >= onsets * 90, "barge-in recall {hits}/{onsets}");
     assert_eq!(echo_false, 0, "echo-only clips must never barge in");
-    assert!(quiet_false <= 2, "{quiet_false}/{quiet_clips} lost the turn");
+    assert!(
+        quiet_false <= 2,
+        "{quiet_false}/{quiet_clips} lost the turn"
+    );
 }

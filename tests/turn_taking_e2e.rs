@@ -38,7 +38,11 @@ impl Agent for Talker {
         call_rate
     }
 
-    fn start(&self, _call: CallInfo, mut io: AgentIo) -> BoxFuture<'static, Result<(), AgentError>> {
+    fn start(
+        &self,
+        _call: CallInfo,
+        mut io: AgentIo,
+    ) -> BoxFuture<'static, Result<(), AgentError>> {
         let speech = self.speech.clone();
         let seen = self.seen.clone();
         Box::pin(async move {
@@ -95,10 +99,11 @@ async fn run(words: Vec<i16>, uuid: &str) -> (Vec<Seen>, u64, u64) {
     let server = start_with(config_at(rate), Arc::new(agent)).await;
     let mut caller = silence(rate, 1_600);
     caller.extend_from_slice(&words);
-    let script = CallerScript::new(rate, &caller, Duration::from_millis(1_500)).with_echo(LineEcho {
-        delay: Duration::from_millis(60),
-        gain_db: -20.0,
-    });
+    let script =
+        CallerScript::new(rate, &caller, Duration::from_millis(1_500)).with_echo(LineEcho {
+            delay: Duration::from_millis(60),
+            gain_db: -20.0,
+        });
     let call = vonage_call(server.addr, uuid, script, Duration::from_secs(6)).await;
     let (report, _heard) = tokio::time::timeout(Duration::from_secs(60), call)
         .await
@@ -117,9 +122,12 @@ fn speech_clip() -> Clip {
 async fn a_backchannel_pauses_the_bot_then_it_resumes_its_turn() {
     // speech_001's first word (labelled 1100–1380 ms): a short "yes" over the bot.
     let word = cut(&speech_clip(), 1_040, 1_440, 1);
-    let (seen, clears, audible) = run(word, "e2e-backchannel").await;
+    let (seen, clears, audible) = run(word, "00000000-0000-4000-8000-0000000bc001").await;
     println!("backchannel: agent saw {seen:?}, {clears} clears, {audible} audible frames");
-    assert_eq!(clears, 0, "the bot lost its turn on a backchannel: {seen:?}");
+    assert_eq!(
+        clears, 0,
+        "the bot lost its turn on a backchannel: {seen:?}"
+    );
     assert!(!seen.contains(&Seen::BargeIn), "{seen:?}");
     let paused = seen.iter().position(|s| *s == Seen::Paused);
     let resumed = seen.iter().position(|s| matches!(s, Seen::Resumed(_)));
@@ -133,14 +141,17 @@ async fn a_backchannel_pauses_the_bot_then_it_resumes_its_turn() {
         }
     }
     // The whole sentence still played (5.3 s of bot audio, 20 ms frames, minus its quiet ends).
-    assert!(audible > 150, "only {audible} audible frames reached the caller");
+    assert!(
+        audible > 150,
+        "only {audible} audible frames reached the caller"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_barge_in_pauses_the_bot_then_clears_it() {
     // Two seconds of speech_001's second phrase (labelled 1580–3710 ms) over the bot.
     let words = cut(&speech_clip(), 1_540, 3_600, 1);
-    let (seen, clears, _) = run(words, "e2e-bargein").await;
+    let (seen, clears, _) = run(words, "00000000-0000-4000-8000-0000000b1001").await;
     println!("barge-in: agent saw {seen:?}, {clears} clears");
     assert_eq!(clears, 1, "expected exactly one clear: {seen:?}");
     let paused = seen.iter().position(|s| *s == Seen::Paused);

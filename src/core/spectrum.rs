@@ -102,23 +102,7 @@ impl BandAnalyzer {
         for (i, (x, w)) in self.input.iter_mut().zip(self.window.iter()).enumerate() {
             *x = frame.get(i).map_or(0.0, |&s| f32::from(s) * w);
         }
-        if self
-            .fft
-            .process_with_scratch(&mut self.input, &mut self.output, &mut self.scratch)
-            .is_err()
-        {
-            // Lengths are fixed at construction, so this cannot happen; silence is the safe answer.
-            return SILENT_BANDS;
-        }
-        let mut out = SILENT_BANDS;
-        for (b, &(lo, hi)) in self.bins.iter().enumerate() {
-            out[b] = self.output[lo..hi]
-                .iter()
-                .map(|c| c.norm_sqr())
-                .sum::<f32>()
-                * self.norm;
-        }
-        out
+        self.bands_of_input()
     }
 
     /// Band powers of one frame of L16 little-endian bytes.
@@ -128,11 +112,17 @@ impl BandAnalyzer {
                 .get(2 * i..2 * i + 2)
                 .map_or(0.0, |b| f32::from(i16::from_le_bytes([b[0], b[1]])) * w);
         }
+        self.bands_of_input()
+    }
+
+    /// FFT of the windowed input, bins summed into bands.
+    fn bands_of_input(&mut self) -> Bands {
         if self
             .fft
             .process_with_scratch(&mut self.input, &mut self.output, &mut self.scratch)
             .is_err()
         {
+            // Lengths are fixed at construction, so this cannot happen; silence is the safe answer.
             return SILENT_BANDS;
         }
         let mut out = SILENT_BANDS;

@@ -276,7 +276,8 @@ impl Realtime {
             }
             AgentEvent::FalseInterruption { .. } => {
                 // Nothing played while paused: move the playout clock on by the pause.
-                if let (Some(since), Some(p)) = (self.paused_since.take(), self.last_playout.as_mut())
+                if let (Some(since), Some(p)) =
+                    (self.paused_since.take(), self.last_playout.as_mut())
                 {
                     p.at += Instant::now().saturating_duration_since(since);
                 }
