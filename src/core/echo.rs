@@ -221,18 +221,18 @@ impl EchoModel {
                     continue;
                 }
                 let r = &self.ref_bands[(self.head + TAPS - j) % TAPS];
-                for b in 0..BANDS {
-                    out[b] += g * r[b];
+                for (o, x) in out.iter_mut().zip(r.iter()) {
+                    *o += g * x;
                 }
             }
-            for b in 0..BANDS {
-                out[b] *= self.band_gain[b];
+            for (o, gain) in out.iter_mut().zip(self.band_gain.iter()) {
+                *o *= gain;
             }
         } else {
             let g = dbfs_to_power(self.unlearned_gain_db());
             for r in &self.ref_bands {
-                for b in 0..BANDS {
-                    out[b] = out[b].max(g * r[b]);
+                for (o, x) in out.iter_mut().zip(r.iter()) {
+                    *o = o.max(g * x);
                 }
             }
         }
