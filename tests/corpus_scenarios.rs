@@ -222,3 +222,79 @@ fn whole_dev_corpus_floors() {
         "{quiet_false}/{quiet_clips} lost the turn"
     );
 }
+
+/// `resume_rewind`: after a false alarm the bot repeats exactly the frames that preceded the
+/// pause, then carries on from where it paused.
+#[test]
+fn resume_with_rewind_repeats_the_frames_before_the_pause() {
+    use std::time::{Duration, Instant};
+    use voicegate::core::{Command, Event};
+
+    let m = subset();
+    let clip = m.clips.iter().find(|c| c.id == "backchannel_004").unwrap();
+    let audio = ClipAudio::load(&m, clip).unwrap();
+    let mut config = SessionConfig::new(audio.rate, audio.rate);
+    config.bargein.resume_rewind = Duration::from_millis(200);
+    let (mut s, mut link) = voicegate::core::Session::new(config).unwrap();
+    let n = audio.rate.frame_samples();
+    let reference = audio.outbound.as_deref().unwrap();
+    let start = clip.outbound.as_ref().unwrap().start_ms / 20;
+    let t0 = Instant::now();
+    let (mut pos, mut out, mut sink) = (0, [0u8; 960], [0i16; 960]);
+    let mut bands = voicegate::core::spectrum::BandAnalyzer::new(audio.rate);
+    let mut sent: Vec<Vec<u8>> = Vec::new();
+    let mut paused_after = None;
+    let mut checked = 0;
+    for k in 0..(audio.inbound.len() / n) as u64 {
+        if k >= start && pos < reference.len() {
+            pos += link.write(&reference[pos..]);
+        }
+        while let Some(len) = s.poll_transmit(t0 + Duration::from_millis(20 * k), &mut out) {
+            sent.push(out[..len].to_vec());
+            while s.poll_command().is_some() {}
+        }
+        let now = t0 + Duration::from_millis(20 * (k + 1));
+        // The recording's echo does not pause with the bot: tell the echo model what the
+        // recorded line played (as `voicegate eval` does).
+        let j = k.saturating_sub(start) as usize * n;
+        let r = reference.get(j..j + n).filter(|_| k >= start);
+        s.set_external_reference(Some(voicegate::core::ExternalReference {
+            level_dbfs: r.map_or(-100.0, voicegate::core::audio::level_dbfs),
+            bands: r.map_or([0.0; 9], |x| bands.analyse(x)),
+        }));
+        let i = k as usize * n;
+        s.handle_caller_samples(now, &audio.inbound[i..i + n])
+            .unwrap();
+        while let Some(c) = s.poll_command() {
+            assert_ne!(c, Command::ClearPlayback, "a backchannel must not clear");
+        }
+        while let Some(e) = s.poll_event() {
+            match e {
+                Event::PlaybackPaused { .. } => paused_after = Some(sent.len()),
+                Event::FalseInterruption { .. } => {
+                    let p = paused_after.take().expect("released without a pause");
+                    // The next frames out are the 10 frames (200 ms) before the pause, in order.
+                    let before: Vec<Vec<u8>> = sent[p - 10..p].to_vec();
+                    let mut again = Vec::new();
+                    let mut j = 0;
+                    while again.len() < 10 && j < 50 {
+                        let at = now + Duration::from_millis(20 * j);
+                        if let Some(len) = s.poll_transmit(at, &mut out) {
+                            again.push(out[..len].to_vec());
+                        }
+                        j += 1;
+                    }
+                    assert_eq!(
+                        again, before,
+                        "the rewind replays the frames before the pause"
+                    );
+                    sent.extend(again);
+                    checked += 1;
+                }
+                _ => {}
+            }
+        }
+        while link.read(&mut sink) > 0 {}
+    }
+    assert!(checked > 0, "no false alarm in the backchannel clip");
+}

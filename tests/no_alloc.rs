@@ -59,6 +59,8 @@ struct Visited {
     notifies: u64,
     turns: u64,
     marks: u64,
+    pauses: u64,
+    false_interruptions: u64,
 }
 
 /// Drives a call for `frames` frames: the caller audio of a barge-in clip, looped; the agent
@@ -153,6 +155,8 @@ fn drive(
             match e {
                 Event::SpeechStarted { .. } => v.speech_started += 1,
                 Event::SpeechEnded { .. } => v.speech_ended += 1,
+                Event::PlaybackPaused { .. } => v.pauses += 1,
+                Event::FalseInterruption { .. } => v.false_interruptions += 1,
                 Event::BargeIn(_) => {
                     v.barge_ins += 1;
                     let _ = link.start_turn();
@@ -191,10 +195,17 @@ fn clip(id: &str, agent: SampleRate) -> Clip {
     }
 }
 
-fn steady_state_allocations(call: SampleRate, agent: SampleRate, clip_id: &str) -> (u64, Visited) {
+fn steady_state_allocations(
+    call: SampleRate,
+    agent: SampleRate,
+    clip_id: &str,
+    rewind: Duration,
+) -> (u64, Visited) {
     let audio = clip(clip_id, agent);
     assert_eq!(audio.rate, call);
-    let (mut s, mut link) = Session::new(SessionConfig::new(call, agent)).unwrap();
+    let mut config = SessionConfig::new(call, agent);
+    config.bargein.resume_rewind = rewind;
+    let (mut s, mut link) = Session::new(config).unwrap();
     let t0 = Instant::now();
     let mut v = Visited::default();
     // Warm-up: one pass through every state lets lazily initialised library state settle.
@@ -207,13 +218,16 @@ fn steady_state_allocations(call: SampleRate, agent: SampleRate, clip_id: &str) 
 
 #[test]
 fn a_call_in_steady_state_allocates_nothing() {
-    for (call, agent, clip) in [
-        (SampleRate::Hz16000, SampleRate::Hz24000, "bargein_001"),
-        (SampleRate::Hz16000, SampleRate::Hz16000, "bargein_005"),
-        (SampleRate::Hz8000, SampleRate::Hz48000, "bargein_004"),
-        (SampleRate::Hz16000, SampleRate::Hz8000, "bargein_009"),
+    let mut released = 0;
+    for (call, agent, clip, rewind_ms) in [
+        (SampleRate::Hz16000, SampleRate::Hz24000, "bargein_001", 0),
+        (SampleRate::Hz16000, SampleRate::Hz16000, "bargein_005", 300),
+        (SampleRate::Hz8000, SampleRate::Hz48000, "bargein_004", 0),
+        (SampleRate::Hz16000, SampleRate::Hz8000, "bargein_009", 300),
     ] {
-        let (allocs, v) = steady_state_allocations(call, agent, clip);
+        let rewind = Duration::from_millis(rewind_ms);
+        let (allocs, v) = steady_state_allocations(call, agent, clip, rewind);
+        released += v.false_interruptions;
         println!("{call} -> {agent} ({clip}): {allocs} allocations over {v:?}");
         // The script must visit every state, or this proves less than it says.
         assert!(v.frames >= 10_000);
@@ -222,8 +236,14 @@ fn a_call_in_steady_state_allocates_nothing() {
             v.barge_ins > 5 && v.frames_out > 1_000 && v.notifies > 10 && v.marks > 0,
             "{v:?}"
         );
+        assert!(
+            v.pauses >= v.barge_ins,
+            "two-stage: every barge-in pauses first: {v:?}"
+        );
         assert_eq!(allocs, 0, "{call} -> {agent}: the media path allocated");
     }
+    // Pauses that were released (the bot resumed, with and without a rewind) happened too.
+    assert!(released > 0, "no suspicion was ever released");
 }
 
 #[test]
