@@ -28,8 +28,8 @@ use serde::Serialize;
 use serde_json::Map;
 
 use super::vonage_side::{
-    self, AuthSettings, CallIdentity, CallObserver, CallerScript, EventPoster, Leg, MediaEnd,
-    MediaEvent, PlainUrl, StopRule,
+    self, AuthSettings, CallIdentity, CallObserver, CallerScript, EventPoster, Leg, LineEcho,
+    MediaEnd, MediaEvent, PlainUrl, StopRule,
 };
 use crate::core::SampleRate;
 
@@ -57,6 +57,13 @@ pub struct SimulateArgs {
     /// Gain of the barge-in copy, dB.
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub bargein_gain_db: f32,
+    /// The caller's line echoes what it plays back into the caller's audio this many ms later
+    /// (closed loop: the echo stops when the bot pauses). Off by default.
+    #[arg(long, value_name = "MS")]
+    pub echo_delay_ms: Option<u64>,
+    /// Level of that echo relative to what was played, dB (with `--echo-delay-ms`).
+    #[arg(long, default_value_t = -20.0, allow_negative_numbers = true)]
+    pub echo_db: f32,
     /// Signature secret to mint the handshake JWT when the NCCO asks for `{"type":"vonage"}`.
     #[arg(long, env = "VONAGE_SIGNATURE_SECRET", hide_env_values = true)]
     pub signature_secret: Option<String>,
@@ -126,6 +133,8 @@ pub struct SimulationReport {
     pub notifies_answered: u64,
     /// Playback underruns in the middle of a reply.
     pub underruns: u64,
+    /// Gaps in a reply while the caller talked over it (the app paused it), not underruns.
+    pub paused_gaps: u64,
     /// Wrong-sized frames (fatal).
     pub frame_size_violations: u64,
     /// Other protocol violations.
@@ -276,7 +285,14 @@ pub async fn simulate(args: &SimulateArgs) -> Result<SimulationReport, ToolError
     events.set_ws_event_url(target.event_url.as_deref());
 
     let samples = caller_samples(args, target.rate)?;
-    let script = CallerScript::new(target.rate, &samples, Duration::ZERO);
+    let mut script = CallerScript::new(target.rate, &samples, Duration::ZERO);
+    if let Some(ms) = args.echo_delay_ms {
+        // A line returns less than it plays: gains above 0 dB are taken as 0 dB.
+        script = script.with_echo(LineEcho {
+            delay: Duration::from_millis(ms.min(1_000)),
+            gain_db: args.echo_db.min(0.0),
+        });
+    }
     let auth = AuthSettings {
         signature_secret: args.signature_secret.clone(),
         api_key: args.api_key.clone(),
@@ -383,6 +399,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<SimulationReport, ToolError
     rep.notifies = c.notifies;
     rep.notifies_answered = c.notifies_answered;
     rep.underruns = c.underruns;
+    rep.paused_gaps = c.paused_gaps;
     rep.frame_size_violations = c.frame_size_violations;
     rep.protocol_violations = c.protocol_violations;
     rep.webhook_failures = events.failures;
@@ -451,8 +468,14 @@ pub fn render(r: &SimulationReport) -> String {
     let _ = writeln!(s, "---");
     let _ = writeln!(
         s,
-        "frames: {} sent, {} received ({} audible played), {} replies, {} underruns",
-        r.frames_sent, r.frames_received, r.audible_frames_played, r.replies, r.underruns
+        "frames: {} sent, {} received ({} audible played), {} replies, {} underruns, {} paused \
+         while the caller talked over a reply",
+        r.frames_sent,
+        r.frames_received,
+        r.audible_frames_played,
+        r.replies,
+        r.underruns,
+        r.paused_gaps
     );
     let _ = writeln!(s, "first-reply latency ms: {}", list(&r.first_reply_ms));
     let _ = writeln!(

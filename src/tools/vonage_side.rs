@@ -1415,6 +1415,9 @@ pub struct MediaCounters {
     pub audible_played: u64,
     /// Times the playback buffer ran empty in the middle of a reply.
     pub underruns: u64,
+    /// Gaps in a reply the caller was talking over (the app paused it: two-stage barge-in),
+    /// kept out of `underruns` and the frame-gap figures.
+    pub paused_gaps: u64,
     /// Frames dropped because the playback buffer was full.
     pub dropped_full: u64,
     /// `clear` commands received.
@@ -1446,6 +1449,10 @@ pub struct MediaReport {
     pub t0: Instant,
 }
 
+/// After the caller starts talking over a reply, gaps in it for this long are the app pausing
+/// for them (suspicion, confirmation, release), not lateness.
+const TALK_OVER_WINDOW: Duration = Duration::from_millis(1_500);
+
 /// Played frames kept for the simulated line echo (more than any echo delay).
 const ECHO_LINE_FRAMES: usize = 64;
 
@@ -1453,6 +1460,8 @@ struct Tracker<'a, O: CallObserver> {
     obs: &'a mut O,
     /// Recently played frames and when they started, for [`LineEcho`].
     echo_line: std::collections::VecDeque<(Instant, Bytes)>,
+    /// When the caller last started talking over a reply.
+    talk_over: Option<Instant>,
     c: MediaCounters,
     /// Caller speaking (inside a marked segment).
     speaking: bool,
@@ -1537,6 +1546,7 @@ pub async fn run_media<O: CallObserver>(
     let mut tr = Tracker {
         obs,
         echo_line: std::collections::VecDeque::with_capacity(ECHO_LINE_FRAMES),
+        talk_over: None,
         c: MediaCounters::default(),
         speaking: false,
         speech_end: None,
@@ -1572,10 +1582,20 @@ pub async fn run_media<O: CallObserver>(
                         }
                         match r {
                             Ok(a) => {
-                                if let Some(g) = a.gap {
-                                    tr.obs.frame_gap(g);
+                                // While the caller talks over a reply the app may pause it
+                                // (two-stage barge-in) and resume it: that silence is the app's
+                                // choice, not lateness or starvation.
+                                let talked_over = tr
+                                    .talk_over
+                                    .is_some_and(|t| now.saturating_duration_since(t) < TALK_OVER_WINDOW);
+                                if talked_over {
+                                    tr.c.paused_gaps += u64::from(a.underrun);
+                                } else {
+                                    if let Some(g) = a.gap {
+                                        tr.obs.frame_gap(g);
+                                    }
+                                    tr.c.underruns += u64::from(a.underrun);
                                 }
-                                tr.c.underruns += u64::from(a.underrun);
                                 tr.c.dropped_full += u64::from(a.dropped);
                             }
                             Err(v) => {
@@ -1676,6 +1696,7 @@ pub async fn run_media<O: CallObserver>(
                         if tr.in_reply || pb.is_busy() {
                             tr.c.bargeins_sent += 1;
                             tr.onset = Some(now);
+                            tr.talk_over = Some(now);
                         }
                     }
                     if m & mark::END != 0 {
