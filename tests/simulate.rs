@@ -281,6 +281,9 @@ async fn simulate_a_call_with_barge_in_against_the_server() {
         timeout: Duration::from_secs(15),
         bargein_at: Some(4_500),
         bargein_gain_db: 10.0,
+        // The caller's line echoes the bot back, as phones do: the barge-in still clears.
+        echo_delay_ms: Some(60),
+        echo_db: -20.0,
         signature_secret: None,
         api_key: None,
         application_id: None,
