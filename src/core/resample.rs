@@ -20,7 +20,7 @@ use std::time::Duration;
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
-use super::audio::{MAX_FRAME_SAMPLES, SampleRate};
+use super::audio::SampleRate;
 
 /// Sub-chunks per 20 ms frame: 5 ms each, for a 2.5 ms delay (measured by `benches/resample.rs`
 /// and the `delay_matches_impulse` test).
@@ -100,12 +100,18 @@ impl FrameResampler {
             }
             Some(Box::new(r))
         };
+        // One frame each way; a bypass needs none.
+        let (n_in, n_out) = if inner.is_some() {
+            (from.frame_samples(), to.frame_samples())
+        } else {
+            (0, 0)
+        };
         Ok(Self {
             from,
             to,
             inner,
-            buf_in: vec![0.0; MAX_FRAME_SAMPLES].into_boxed_slice(),
-            buf_out: vec![0.0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            buf_in: vec![0.0; n_in].into_boxed_slice(),
+            buf_out: vec![0.0; n_out].into_boxed_slice(),
         })
     }
 

@@ -48,9 +48,10 @@ use crate::core::session::TextRejected;
 use crate::core::{Command, Event, Session};
 use crate::vonage::media_protocol::{self, CLEAR_COMMAND};
 
-/// Size of the outbound arena; frames are at most 960 bytes, so this holds ~68 unsent frames
-/// before it has to look for reclaimed memory.
-const ARENA_BYTES: usize = 64 * 1024;
+/// Size of the outbound arena. Frames are at most 960 bytes and each is sent (copied into the
+/// WebSocket's own buffer and dropped) before the next is staged, so the arena is reclaimed
+/// every few frames; 4 KiB holds a frame, its `notify` and room to spare.
+const ARENA_BYTES: usize = 4 * 1024;
 /// A send that takes longer than this means Vonage stopped reading: the call is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the agent may take to return after the call ended before it is aborted.
