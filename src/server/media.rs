@@ -11,8 +11,9 @@
 //! 3. Loop: drain the session (frames due → binary messages, each followed by its commands:
 //!    `clear`, `notify`; events → metrics and the agent), then wait for whichever comes first:
 //!    a WebSocket message, the pacing deadline ([`Session::poll_timeout`], only while audio is
-//!    waiting), the agent's "I wrote audio" ping, the call's end signal, the agent's task
-//!    ending, or the idle deadline (no caller audio for `--media-idle-timeout-s`).
+//!    waiting), the agent's "I wrote audio" ping (only while no frame is scheduled), the
+//!    call's end signal, the agent's task ending, or the idle deadline (no caller audio for
+//!    `--media-idle-timeout-s`).
 //!
 //! Limits: messages over `max_message_bytes` (8 KiB) end the socket in the WebSocket layer;
 //! frames of the wrong size are counted and dropped by the session; the write buffer is capped
@@ -225,7 +226,10 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
                 }
                 idle_sleep.as_mut().reset(d.last_audio + idle);
             }
-            () = flush.notified() => {}
+            // The agent wrote audio or a marker. Only needed while no frame is scheduled: with
+            // the pacing timer armed, the next due frame picks it up (one wake-up per frame
+            // fewer while the agent streams; an `interrupt` waits at most one frame).
+            () = flush.notified(), if deadline.is_none() => {}
             res = &mut agent_task, if agent_running => {
                 agent_running = false;
                 match res {
