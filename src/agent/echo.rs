@@ -13,8 +13,10 @@
 //! Vonage REST API (`--application-id`, `--private-key`); without it the refusal is logged. An
 //! action runs on its own task, so the echo carries on while the request is in flight.
 //!
-//! Real-time: the two buffers are allocated when the call starts; the audio loop allocates
-//! nothing (a key press allocates for its REST request).
+//! Memory: the caller's audio waits on one tape of 2 KiB chunks, freed as soon as they are
+//! echoed (or dropped on barge-in), so a call holds only what is still to be played and an idle
+//! call holds nothing. Real-time: recording takes a chunk every 43 ms at 24 kHz (one spare is
+//! recycled); playing back allocates nothing; a key press allocates for its REST request.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -107,16 +109,12 @@ const CHUNK: usize = 960;
 
 async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Result<(), AgentError> {
     let mut scratch = [0i16; CHUNK];
-    // The utterance being heard: the last `cap` samples read, starting at stream position
-    // `rec_start` (the count of samples read before its first one).
-    // Both buffers grow with the utterance (up to `cap`) instead of reserving the maximum up
-    // front: an idle call costs almost nothing. This is the agent's task, not the media path.
-    let mut recording: VecDeque<i16> = VecDeque::new();
+    // Everything read and not yet echoed or dropped; `tape.end()` is the count of samples read.
+    let mut tape = Tape::new(cap);
+    // The utterance being heard starts at this stream position.
     let mut rec_start: u64 = 0;
-    let mut read_pos: u64 = 0;
-    // The utterance being played back, and how much of it is written.
-    let mut playback: Vec<i16> = Vec::new();
-    let mut played = 0usize;
+    // While echoing: the utterance being played back is the tape's front, up to this position.
+    let mut play_end: Option<u64> = None;
 
     loop {
         tokio::select! {
@@ -124,36 +122,37 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
                 None | Some(AgentEvent::Ended(_)) => return Ok(()),
                 Some(AgentEvent::SpeechStarted { stream_pos }) => {
                     // Audio and events travel separately, so the utterance's first samples may
-                    // already be read: keep what lies at or after `stream_pos`, drop the rest
-                    // (there is some only with Forward::All).
-                    read_upto(&mut io, &mut scratch, &mut recording, &mut read_pos, cap, stream_pos);
-                    let keep = read_pos.saturating_sub(stream_pos) as usize;
-                    recording.drain(..recording.len().saturating_sub(keep));
+                    // already be read. What lies before `stream_pos` (there is some only with
+                    // Forward::All) is dropped now, or with the echo still playing in front of it.
+                    read_upto(&mut io, &mut scratch, &mut tape, stream_pos);
+                    if play_end.is_none() {
+                        tape.drop_until(stream_pos);
+                    }
                     rec_start = stream_pos;
                 }
                 Some(AgentEvent::SpeechEnded { stream_pos, .. }) => {
-                    read_upto(&mut io, &mut scratch, &mut recording, &mut read_pos, cap, stream_pos);
-                    // The utterance is what was recorded up to its end; audio read past the end
-                    // (a new utterance already starting) stays in `recording`.
-                    let keep_after = read_pos.saturating_sub(stream_pos.max(rec_start)) as usize;
-                    let utterance_len = recording.len().saturating_sub(keep_after);
-                    if played < playback.len() {
+                    read_upto(&mut io, &mut scratch, &mut tape, stream_pos);
+                    if play_end.is_some() {
                         // A new utterance replaces the rest of the one still playing.
                         let _ = io.audio.end_turn();
                     }
-                    playback.clear();
-                    playback.extend(recording.drain(..utterance_len));
+                    // The utterance is what was recorded from its start to its end; audio read
+                    // past the end (a new utterance already starting) stays on the tape.
+                    tape.drop_until(rec_start);
+                    let end = stream_pos.min(tape.end());
+                    play_end = (end > tape.start).then_some(end);
                     rec_start = stream_pos;
-                    played = 0;
-                    if !playback.is_empty() && io.audio.start_turn().is_err() {
-                        playback.clear();
+                    if play_end.is_some() && io.audio.start_turn().is_err() {
+                        tape.drop_until(end);
+                        play_end = None;
                     }
                 }
                 Some(AgentEvent::Dtmf { digit, .. }) => on_key(&io.call, digit, transfer_to.as_ref()),
                 Some(AgentEvent::BargeIn(_)) => {
                     // The session already cleared playback; stop feeding the interrupted turn.
-                    playback.clear();
-                    played = 0;
+                    if let Some(end) = play_end.take() {
+                        tape.drop_until(end);
+                    }
                 }
                 Some(_) => {}
             },
@@ -163,44 +162,134 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
                 }
             }
         }
-        read_upto(
-            &mut io,
-            &mut scratch,
-            &mut recording,
-            &mut read_pos,
-            cap,
-            u64::MAX,
-        );
-        if played < playback.len() {
-            played += io.audio.write(&playback[played..]);
-            if played == playback.len() {
+        read_upto(&mut io, &mut scratch, &mut tape, u64::MAX);
+        if let Some(end) = play_end {
+            loop {
+                let left = end.saturating_sub(tape.start).min(CHUNK as u64) as usize;
+                let front = tape.front(left);
+                if front.is_empty() {
+                    break;
+                }
+                let n = io.audio.write(front);
+                let whole = n == front.len();
+                tape.drop_front(n);
+                if !whole {
+                    break;
+                }
+            }
+            if tape.start >= end {
                 let _ = io.audio.end_turn();
+                play_end = None;
             }
         }
     }
 }
 
-/// Reads caller audio into `recording` until `read_pos` reaches `upto` or the ring is empty,
-/// keeping only the newest `cap` samples.
-fn read_upto(
-    io: &mut AgentIo,
-    scratch: &mut [i16; CHUNK],
-    recording: &mut VecDeque<i16>,
-    read_pos: &mut u64,
-    cap: usize,
-    upto: u64,
-) {
-    while *read_pos < upto {
-        let want = (upto - *read_pos).min(CHUNK as u64) as usize;
+/// Reads caller audio onto the tape until it reaches stream position `upto` or the ring is
+/// empty.
+fn read_upto(io: &mut AgentIo, scratch: &mut [i16; CHUNK], tape: &mut Tape, upto: u64) {
+    while tape.end() < upto {
+        let want = (upto - tape.end()).min(CHUNK as u64) as usize;
         let n = io.audio.read(&mut scratch[..want]);
         if n == 0 {
             return;
         }
-        *read_pos += n as u64;
-        let overflow = (recording.len() + n).saturating_sub(cap);
-        recording.drain(..overflow.min(recording.len()));
-        let skip = n.saturating_sub(cap);
-        recording.extend(&scratch[skip..n]);
+        tape.push(&scratch[..n]);
+    }
+}
+
+/// Samples per tape chunk (2 KiB; 43 ms at 24 kHz).
+const TAPE_CHUNK: usize = 1024;
+
+/// The caller audio the agent holds: one FIFO of fixed-size chunks that both the utterance
+/// being recorded and the one being played back live in (the one played is always the oldest).
+/// Chunks are freed as soon as their samples are played or dropped (one is kept as a spare), so
+/// a call holds only the audio that still has to be echoed, never an utterance twice, and an
+/// idle call holds nothing.
+#[derive(Debug)]
+struct Tape {
+    chunks: VecDeque<Box<[i16; TAPE_CHUNK]>>,
+    /// Offset of the oldest sample in the front chunk.
+    head: usize,
+    /// Samples stored.
+    len: usize,
+    /// Stream position of the oldest sample stored.
+    start: u64,
+    /// The most samples held; older ones are dropped first.
+    cap: usize,
+    spare: Option<Box<[i16; TAPE_CHUNK]>>,
+}
+
+impl Tape {
+    fn new(cap: usize) -> Self {
+        Self {
+            chunks: VecDeque::new(),
+            head: 0,
+            len: 0,
+            start: 0,
+            cap: cap.max(1),
+            spare: None,
+        }
+    }
+
+    /// Stream position just after the newest sample stored.
+    fn end(&self) -> u64 {
+        self.start + self.len as u64
+    }
+
+    /// Appends samples, dropping the oldest beyond the cap.
+    fn push(&mut self, mut samples: &[i16]) {
+        while !samples.is_empty() {
+            let tail = (self.head + self.len) % TAPE_CHUNK;
+            if tail == 0 && self.head + self.len == self.chunks.len() * TAPE_CHUNK {
+                let chunk = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| Box::new([0; TAPE_CHUNK]));
+                self.chunks.push_back(chunk);
+            }
+            let n = samples.len().min(TAPE_CHUNK - tail);
+            if let Some(last) = self.chunks.back_mut() {
+                last[tail..tail + n].copy_from_slice(&samples[..n]);
+            }
+            self.len += n;
+            samples = &samples[n..];
+        }
+        self.drop_front(self.len.saturating_sub(self.cap));
+    }
+
+    /// Drops the `n` oldest samples (at most all of them).
+    fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.start += n as u64;
+        self.head += n;
+        while self.head >= TAPE_CHUNK || (self.len == 0 && !self.chunks.is_empty()) {
+            let Some(chunk) = self.chunks.pop_front() else {
+                break;
+            };
+            self.head = self.head.saturating_sub(TAPE_CHUNK);
+            if self.spare.is_none() {
+                self.spare = Some(chunk);
+            }
+        }
+        if self.len == 0 {
+            self.head = 0;
+        }
+    }
+
+    /// Drops everything before stream position `pos`.
+    fn drop_until(&mut self, pos: u64) {
+        self.drop_front(pos.saturating_sub(self.start).min(self.len as u64) as usize);
+    }
+
+    /// The oldest stored samples, up to `max`, in one slice (up to the end of the front chunk).
+    fn front(&self, max: usize) -> &[i16] {
+        let n = max.min(self.len).min(TAPE_CHUNK - self.head);
+        match self.chunks.front() {
+            Some(c) => &c[self.head..self.head + n],
+            None => &[],
+        }
     }
 }
 
@@ -214,6 +303,46 @@ mod tests {
     use super::*;
     use crate::agent::{CallHandle, CallId, EndReason, NoCallControl};
     use crate::core::{Session, SessionConfig};
+
+    #[test]
+    fn tape_is_a_capped_fifo_that_frees_what_it_drops() {
+        let mut t = Tape::new(3 * TAPE_CHUNK);
+        let samples: Vec<i16> = (0..5_000).map(|i| (i % 30_000) as i16).collect();
+        t.push(&samples[..10]);
+        assert_eq!((t.start, t.len, t.end()), (0, 10, 10));
+        assert_eq!(t.front(4), &samples[..4]);
+        t.push(&samples[10..2_500]);
+        assert_eq!(t.chunks.len(), 3);
+        // Over the cap: the oldest go.
+        t.push(&samples[2_500..]);
+        assert_eq!(
+            (t.start, t.len),
+            (5_000 - 3 * TAPE_CHUNK as u64, 3 * TAPE_CHUNK)
+        );
+        let first = t.start as usize;
+        assert_eq!(
+            t.front(usize::MAX),
+            &samples[first..first + t.front(usize::MAX).len()]
+        );
+        // Reading the whole tape back front to back gives the newest samples in order.
+        let mut back = Vec::new();
+        while t.len > 0 {
+            let n = t.front(700).len();
+            back.extend_from_slice(t.front(700));
+            t.drop_front(n);
+        }
+        assert_eq!(back, &samples[first..]);
+        assert!(t.chunks.is_empty() && t.spare.is_some());
+        assert_eq!(t.end(), 5_000);
+        // Dropping up to a position, past the end, on an empty tape: no panic, nothing left.
+        t.push(&samples[..100]);
+        t.drop_until(5_050);
+        assert_eq!((t.start, t.len), (5_050, 50));
+        t.drop_until(u64::MAX);
+        t.drop_front(10);
+        assert_eq!((t.len, t.end()), (0, 5_100));
+        assert!(t.front(10).is_empty());
+    }
 
     /// Drives the echo agent through a real session with fake time: a burst of tone as the
     /// caller's "speech" is not needed; we check the mechanics with events injected directly.

@@ -106,9 +106,12 @@ pub struct SessionConfig {
     /// A `notify` mark every this many frames of a turn (0 = only after the last frame); the
     /// finer, the more exact the playout truth on barge-in.
     pub notify_every_frames: u32,
-    /// Capacity of the caller-audio ring towards the agent.
+    /// Capacity of the caller-audio ring towards the agent: how long the agent may fall behind
+    /// reading before caller audio is dropped (and counted). Default 500 ms.
     pub inbound_buffer: Duration,
-    /// Capacity of the agent-audio ring towards the caller.
+    /// Capacity of the agent-audio ring towards the caller: how far ahead of playback the agent
+    /// may write. Default 1 s; an agent writes the rest as playback drains
+    /// ([`AgentAudio::write_all`](crate::agent::AgentAudio::write_all)).
     pub outbound_buffer: Duration,
 }
 
@@ -127,8 +130,8 @@ impl SessionConfig {
             bargein: BargeInConfig::default(),
             lead: Duration::from_millis(40),
             notify_every_frames: 10,
-            inbound_buffer: Duration::from_millis(1_000),
-            outbound_buffer: Duration::from_millis(2_000),
+            inbound_buffer: Duration::from_millis(500),
+            outbound_buffer: Duration::from_millis(1_000),
         }
     }
 

@@ -11,8 +11,9 @@
 //! 3. Loop: drain the session (frames due → binary messages, each followed by its commands:
 //!    `clear`, `notify`; events → metrics and the agent), then wait for whichever comes first:
 //!    a WebSocket message, the pacing deadline ([`Session::poll_timeout`], only while audio is
-//!    waiting), the agent's "I wrote audio" ping, the call's end signal, the agent's task
-//!    ending, or the idle deadline (no caller audio for `--media-idle-timeout-s`).
+//!    waiting), the agent's "I wrote audio" ping (only while no frame is scheduled), the
+//!    call's end signal, the agent's task ending, or the idle deadline (no caller audio for
+//!    `--media-idle-timeout-s`).
 //!
 //! Limits: messages over `max_message_bytes` (8 KiB) end the socket in the WebSocket layer;
 //! frames of the wrong size are counted and dropped by the session; the write buffer is capped
@@ -48,9 +49,10 @@ use crate::core::session::TextRejected;
 use crate::core::{Command, Event, Session};
 use crate::vonage::media_protocol::{self, CLEAR_COMMAND};
 
-/// Size of the outbound arena; frames are at most 960 bytes, so this holds ~68 unsent frames
-/// before it has to look for reclaimed memory.
-const ARENA_BYTES: usize = 64 * 1024;
+/// Size of the outbound arena. Frames are at most 960 bytes and each is sent (copied into the
+/// WebSocket's own buffer and dropped) before the next is staged, so the arena is reclaimed
+/// every few frames; 4 KiB holds a frame, its `notify` and room to spare.
+const ARENA_BYTES: usize = 4 * 1024;
 /// A send that takes longer than this means Vonage stopped reading: the call is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the agent may take to return after the call ended before it is aborted.
@@ -226,7 +228,10 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
                 }
                 idle_sleep.as_mut().reset(d.last_audio + idle);
             }
-            () = flush.notified() => {}
+            // The agent wrote audio or a marker. Only needed while no frame is scheduled: with
+            // the pacing timer armed, the next due frame picks it up (one wake-up per frame
+            // fewer while the agent streams; an `interrupt` waits at most one frame).
+            () = flush.notified(), if deadline.is_none() => {}
             res = &mut agent_task, if agent_running => {
                 agent_running = false;
                 match res {

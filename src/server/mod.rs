@@ -27,6 +27,7 @@ pub mod auth;
 pub mod call_control;
 pub mod config;
 pub mod error;
+pub mod heap;
 pub mod media;
 pub mod media_token;
 pub mod metrics;
@@ -140,16 +141,21 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app(state))
+    // Memory freed by ended calls goes back to the OS (glibc keeps it otherwise).
+    let trimmer = tokio::spawn(heap::trim_after_calls(state.clone()));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             let _ = stop_rx.await;
         })
-        .await?;
+        .await;
+    trimmer.abort();
+    served?;
     Ok(())
 }
 
 /// `voicegate serve`: binds, prints `listening on http://ADDR`, serves until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
+    heap::tune_allocator();
     let agent = agent_for(&config)?;
     if config.signature_secret.is_none() {
         tracing::warn!(

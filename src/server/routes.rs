@@ -352,8 +352,9 @@ pub async fn voice_stream(
         .max_message_size(max)
         .max_frame_size(max)
         // One call moves ~1 KiB per 20 ms each way: small buffers keep memory per call low
-        // (tungstenite's defaults are 128 KiB each).
-        .read_buffer_size(8 * 1024)
+        // (tungstenite's defaults are 128 KiB each). The read buffer holds two 24 kHz frames
+        // (960 bytes + header); a larger message (text, up to `max`) grows it once.
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
         // A peer that stops reading fills this, then sends fail (and time out): bounded memory.
         .max_write_buffer_size(media::MAX_WRITE_BUFFER)

@@ -97,6 +97,34 @@ impl MemoryReplayGuard {
     }
 }
 
+impl MemoryReplayGuard {
+    /// Forgets the ids expired at `now_unix`; returns how many went.
+    pub fn forget_expired(&self, now_unix: u64) -> usize {
+        let mut g = self.lock();
+        let before = g.seen.len();
+        while g.order.front().is_some_and(|&(_, exp)| exp <= now_unix) {
+            g.pop_front();
+        }
+        let gone = before - g.seen.len();
+        if gone > 0 {
+            shrink_if_sparse(&mut g.seen);
+            let len = g.order.len();
+            if g.order.capacity() > 4 * len.max(64) {
+                g.order.shrink_to(2 * len);
+            }
+        }
+        gone
+    }
+}
+
+/// Gives a map's memory back once it holds under a quarter of its capacity (a burst of calls
+/// grew it; it never shrinks by itself).
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(64) {
+        map.shrink_to(2 * map.len());
+    }
+}
+
 impl ReplayInner {
     /// Drops the front entry, and its map entry if it still belongs to it.
     fn pop_front(&mut self) -> Option<u64> {
@@ -222,6 +250,20 @@ impl MemoryState {
         })
     }
 
+    /// Forgets the calls, tokens and ids past their expiry; returns how many entries went.
+    pub fn forget_expired_now(&self) -> usize {
+        let now = unix_now();
+        let mut gone = self.jti.forget_expired(now) + self.nonces.forget_expired(now);
+        let mut calls = self.calls();
+        let before = calls.len();
+        calls.retain(|_, r| r.claimed || r.expires_at_unix > now);
+        if calls.len() < before {
+            gone += before - calls.len();
+            shrink_if_sparse(&mut calls);
+        }
+        gone
+    }
+
     /// Calls remembered now.
     pub fn len(&self) -> usize {
         self.calls().len()
@@ -236,6 +278,10 @@ impl MemoryState {
 impl SharedState for MemoryState {
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn forget_expired(&self) -> usize {
+        self.forget_expired_now()
     }
 
     fn is_available(&self) -> bool {
@@ -289,6 +335,26 @@ mod tests {
             expires_at_unix: unix_now() + 60,
             nonce,
         }
+    }
+
+    #[test]
+    fn expired_entries_are_forgotten_on_request() {
+        let g = MemoryReplayGuard::new(1_000);
+        for i in 0..500u64 {
+            g.check_and_record(&i.to_string(), 1_000, 2_000).unwrap();
+        }
+        assert_eq!(g.forget_expired(1_999), 0);
+        assert_eq!(g.forget_expired(2_000), 500);
+        assert!(g.is_empty());
+        let s = MemoryState::new(16, Duration::ZERO);
+        let c = claims("gone", 1);
+        s.claim_now(&c, "token").unwrap();
+        // A call with a socket is never forgotten.
+        assert_eq!(s.forget_expired_now(), 0);
+        assert_eq!(s.len(), 1);
+        s.release_now(&c.call.call_id);
+        assert_eq!(s.forget_expired_now(), 1);
+        assert!(s.is_empty());
     }
 
     #[test]

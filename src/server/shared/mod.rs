@@ -93,6 +93,14 @@ pub trait SharedState: Send + Sync + fmt::Debug {
         &'a self,
         call: &'a CallId,
     ) -> BoxFuture<'a, Result<CallRecord, StateError>>;
+
+    /// Forgets what this process remembers past its expiry (ended calls after their linger,
+    /// used ids after their window) and gives the memory back to the allocator; returns how
+    /// many entries went. Called now and then by [`crate::server::heap`]; entries are also
+    /// forgotten lazily when a map is full.
+    fn forget_expired(&self) -> usize {
+        0
+    }
 }
 
 /// How long the in-process shared state remembers an ended or released call (late events;

@@ -659,6 +659,10 @@ impl SharedState for RedisState {
         "redis"
     }
 
+    fn forget_expired(&self) -> usize {
+        self.inner.fallback.forget_expired_now()
+    }
+
     fn is_available(&self) -> bool {
         self.inner.is_available()
     }
