@@ -201,6 +201,7 @@ fn to_i16(x: f32) -> i16 {
     }
     // `max`/`min` (not `clamp`) give the compiler a value that cannot be NaN, so the
     // conversion below needs no saturation checks and the loop vectorises.
+    #[allow(clippy::manual_clamp)]
     let y = (x * 32_768.0).max(-32_768.0).min(32_767.0);
     // Exact: |y| <= 32768, so the truncation and the difference lose nothing.
     let t = y as i32;
