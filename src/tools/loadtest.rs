@@ -126,6 +126,9 @@ pub struct LoadReport {
     pub generator_cpu_s: f64,
     /// Times a playback buffer ran empty in the middle of a reply.
     pub underruns: u64,
+    /// Gaps in a reply while the caller talked over it (the server paused it on purpose: two-stage
+    /// barge-in); left out of `underruns` and `frame_gap_ms`.
+    pub paused_gaps: u64,
     /// Concurrent calls asked for.
     pub calls_concurrent: usize,
     /// Calls made in all.
@@ -385,6 +388,7 @@ struct Totals {
     failed: u64,
     frame_size_violations: u64,
     underruns: u64,
+    paused_gaps: u64,
     frames_sent: u64,
     frames_received: u64,
     protocol_violations: u64,
@@ -536,6 +540,7 @@ async fn one_call(sh: &Shared) {
         t.established += 1;
         t.frame_size_violations += c.frame_size_violations;
         t.underruns += c.underruns;
+        t.paused_gaps += c.paused_gaps;
         t.frames_sent += c.frames_sent;
         t.frames_received += c.frames_received;
         t.protocol_violations += c.protocol_violations;
@@ -708,6 +713,7 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
             _ => 0.0,
         },
         underruns: t.underruns,
+        paused_gaps: t.paused_gaps,
         calls_concurrent: n,
         calls_total: total,
         wall_s: round2(wall.as_secs_f64()),
@@ -757,14 +763,15 @@ pub fn render(r: &LoadReport) -> String {
     );
     let _ = writeln!(
         s,
-        "frame gap ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  ({} frames, {} over 5 ms); underruns {}",
+        "frame gap ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  ({} frames, {} over 5 ms); underruns {}; paused for the caller {}",
         r.frame_gap_ms.p50,
         r.frame_gap_ms.p90,
         r.frame_gap_ms.p99,
         r.frame_gap_ms.max,
         r.frame_gap_samples,
         r.frames_late_5ms,
-        r.underruns
+        r.underruns,
+        r.paused_gaps
     );
     let _ = writeln!(
         s,
