@@ -6,8 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use voicegate::core::audio::{SILENCE_DBFS, level_dbfs};
-use voicegate::core::spectrum::{BandAnalyzer, SILENT_BANDS};
+use voicegate::core::spectrum::BandAnalyzer;
 use voicegate::core::{Command, Event, ExternalReference, Session, SessionConfig};
 use voicegate::corpus::{ClipAudio, Manifest};
 
@@ -48,16 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let now = t0 + Duration::from_millis(20 * (k + 1));
         // The recording's own reference, as `voicegate eval` feeds it.
         let j = k.saturating_sub(start) as usize * n;
-        let r = match reference.get(j..j + n) {
-            Some(x) if k >= start => ExternalReference {
-                level_dbfs: level_dbfs(x),
-                bands: analyser.analyse(x),
-            },
-            _ => ExternalReference {
-                level_dbfs: SILENCE_DBFS,
-                bands: SILENT_BANDS,
-            },
-        };
+        let r = ExternalReference::of_frame(
+            reference.get(j..j + n).filter(|_| k >= start),
+            &mut analyser,
+        );
         s.set_external_reference(Some(r));
         s.handle_caller_samples(now, &audio.inbound[k as usize * n..(k as usize + 1) * n])?;
         while let Some(c) = s.poll_command() {

@@ -258,10 +258,9 @@ fn resume_with_rewind_repeats_the_frames_before_the_pause() {
         // recorded line played (as `voicegate eval` does).
         let j = k.saturating_sub(start) as usize * n;
         let r = reference.get(j..j + n).filter(|_| k >= start);
-        s.set_external_reference(Some(voicegate::core::ExternalReference {
-            level_dbfs: r.map_or(-100.0, voicegate::core::audio::level_dbfs),
-            bands: r.map_or([0.0; 9], |x| bands.analyse(x)),
-        }));
+        s.set_external_reference(Some(voicegate::core::ExternalReference::of_frame(
+            r, &mut bands,
+        )));
         let i = k as usize * n;
         s.handle_caller_samples(now, &audio.inbound[i..i + n])
             .unwrap();

@@ -250,8 +250,7 @@ impl EchoModel {
         if !self.is_trusted() {
             return 0.0;
         }
-        let m = self.band_dev[b];
-        (self.band_dev_sq[b] - m * m).max(0.0).sqrt() + m.max(0.0)
+        spread(self.band_dev[b], self.band_dev_sq[b])
     }
 
     /// Learns the line's colour from an echo-only frame: per band, the ratio of the real echo
@@ -348,10 +347,7 @@ impl EchoModel {
     }
 
     fn spread_db(&self) -> f32 {
-        (self.spread_sq - self.spread_mean * self.spread_mean)
-            .max(0.0)
-            .sqrt()
-            + self.spread_mean.max(0.0)
+        spread(self.spread_mean, self.spread_sq)
     }
 
     /// Tracks an upper bound of the echo gain while the fit is young: the loudest
@@ -413,6 +409,12 @@ impl EchoModel {
         self.echo_bands = SILENT_BANDS;
         self.tail_db = SILENCE_DBFS;
     }
+}
+
+/// The margin a prediction needs from running statistics of `real − predicted` (dB): the mean
+/// excess (when the prediction runs low) plus one standard deviation.
+fn spread(mean: f32, mean_sq: f32) -> f32 {
+    (mean_sq - mean * mean).max(0.0).sqrt() + mean.max(0.0)
 }
 
 #[cfg(test)]

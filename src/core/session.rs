@@ -123,6 +123,22 @@ pub struct ExternalReference {
     pub bands: Bands,
 }
 
+impl ExternalReference {
+    /// The reference of one recorded bot frame at the call rate (`None`: the bot is silent).
+    pub fn of_frame(frame: Option<&[i16]>, analyser: &mut BandAnalyzer) -> Self {
+        match frame {
+            Some(f) => Self {
+                level_dbfs: level_dbfs(f),
+                bands: analyser.analyse(f),
+            },
+            None => Self {
+                level_dbfs: SILENCE_DBFS,
+                bands: SILENT_BANDS,
+            },
+        }
+    }
+}
+
 /// The bot is paused on a barge-in suspicion.
 #[derive(Debug, Clone, Copy)]
 struct Paused {
@@ -500,10 +516,7 @@ impl Session {
             &echo_k,
         );
         let energy = !tonal && features.snr_db() >= snr_min && excess_db >= BAND_EXCESS_DB;
-        let caller = !tonal
-            && features.voiced
-            && features.snr_db() >= snr_min
-            && excess_db >= BAND_EXCESS_DB;
+        let caller = energy && features.voiced;
         // Learn the echo only from frames that are echo and noise: not the caller's detected
         // speech, not a suspicion, not inside an utterance (its quiet frames are the caller too).
         if self.echo.is_reference_recent() {

@@ -143,21 +143,10 @@ pub fn replay_clip(
     };
     let mut busy = Duration::ZERO;
     let mut analyser = crate::core::spectrum::BandAnalyzer::new(audio.rate);
-    let mut ref_at = |k: u64| -> ExternalReference {
-        let silent = ExternalReference {
-            level_dbfs: crate::core::audio::SILENCE_DBFS,
-            bands: crate::core::spectrum::SILENT_BANDS,
-        };
-        if k < out_start_frame {
-            return silent;
-        }
-        let j = (k - out_start_frame) as usize * n;
-        reference
-            .get(j..j + n)
-            .map_or(silent, |x| ExternalReference {
-                level_dbfs: crate::core::audio::level_dbfs(x),
-                bands: analyser.analyse(x),
-            })
+    let mut ref_at = |k: u64| {
+        let j = k.saturating_sub(out_start_frame) as usize * n;
+        let frame = reference.get(j..j + n).filter(|_| k >= out_start_frame);
+        ExternalReference::of_frame(frame, &mut analyser)
     };
 
     for k in 0..frames as u64 {
