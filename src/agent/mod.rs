@@ -220,6 +220,8 @@ pub enum AgentEvent {
     Paused {
         /// The paused turn.
         turn: TurnId,
+        /// Audio still queued at Vonage when the pause began: the caller hears this much more.
+        silent_in: Duration,
     },
     /// Two-stage barge-in: it was not an interruption (a backchannel, a cough); playback of
     /// `turn` resumed where it paused, after `paused` of silence.

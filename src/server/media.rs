@@ -548,7 +548,15 @@ impl Driver {
                 complete,
             },
             Event::MarkReached { id } => AgentEvent::MarkReached { id },
-            Event::PlaybackPaused { turn, .. } => AgentEvent::Paused { turn },
+            Event::PlaybackPaused {
+                turn,
+                at,
+                silent_at,
+                ..
+            } => AgentEvent::Paused {
+                turn,
+                silent_in: silent_at.saturating_duration_since(at),
+            },
             Event::FalseInterruption { turn, paused, .. } => {
                 tracing::debug!(
                     turn = turn.0,

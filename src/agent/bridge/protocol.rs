@@ -267,7 +267,7 @@ pub fn write_event(
             b.turn.0,
             ms(b.heard)
         ),
-        AgentEvent::Paused { turn } => {
+        AgentEvent::Paused { turn, .. } => {
             write!(w, r#"{{"type":"paused","turn":{}}}"#, turn.0)
         }
         AgentEvent::FalseInterruption { turn, paused } => write!(

@@ -271,8 +271,10 @@ impl Realtime {
                 self.interrupt("barge-in", Some(b), audio);
                 self.paused_since = None;
             }
-            AgentEvent::Paused { .. } => {
-                self.paused_since.get_or_insert_with(Instant::now);
+            AgentEvent::Paused { silent_in, .. } => {
+                // The caller goes on hearing what was queued at Vonage when the pause began.
+                self.paused_since
+                    .get_or_insert_with(|| Instant::now() + silent_in);
             }
             AgentEvent::FalseInterruption { .. } => {
                 // Nothing played while paused: move the playout clock on by the pause.
@@ -436,7 +438,7 @@ impl Realtime {
         // report plus the time played since, capped at what was sent: a pause before the
         // confirmation is not counted as heard); otherwise the last report plus the time played
         // since (up to a pause), never more than was written.
-        let played_until = self.paused_since.unwrap_or(now);
+        let played_until = self.paused_since.map_or(now, |p| p.min(now));
         let heard = match (playout, barge) {
             (_, Some(b)) => b.heard,
             (Some(p), None) => p.heard + played_until.saturating_duration_since(p.at),
