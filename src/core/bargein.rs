@@ -65,6 +65,32 @@ pub fn band_excess_db(
     power_to_dbfs(excess) - power_to_dbfs(explained.max(1e-10))
 }
 
+/// The power of `inbound` that neither the noise floor nor the predicted echo accounts for,
+/// summed over the bands, dBFS: an estimate of the caller's own level in this frame.
+pub fn unexplained_dbfs(inbound: &Bands, noise: &Bands, echo: &Bands) -> f32 {
+    let mut excess = 0.0f32;
+    for b in 0..BANDS {
+        excess += (inbound[b] - noise[b] - echo[b]).max(0.0);
+    }
+    power_to_dbfs(excess)
+}
+
+/// One frame's evidence for [`BargeInDetector::update_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// Energy that the echo model and the noise floor do not explain, and not a tone (cheap
+    /// and early: the first frame of a word is often not voiced yet).
+    pub energy: bool,
+    /// The stricter [`is_caller_speech`]: that energy, voiced.
+    pub speech: bool,
+    /// The voice is as loud as a caller talking into the phone (see
+    /// [`BargeInConfig::min_level_dbfs`]), not a TV or a colleague across the room.
+    pub near: bool,
+    /// The sound has the syllable-rate level swings of a voice (a steady chord, a hum or a
+    /// ringing decay does not).
+    pub modulated: bool,
+}
+
 /// A barge-in decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -106,6 +132,8 @@ enum Stage {
         onset_frames_ago: u32,
         /// Frames since the chain's first voiced caller frame (this one counted), if any.
         voiced_span: Option<u32>,
+        /// Whether the chain held a voice as loud as a caller's.
+        near: bool,
     },
 }
 
@@ -132,6 +160,7 @@ pub struct BargeInDetector {
     chain_speech: u32,
     chain_frames: u32,
     chain_voiced_span: Option<u32>,
+    chain_near: bool,
     since_release: u32,
     run: u32,
     span: u32,
@@ -168,6 +197,7 @@ impl BargeInDetector {
             chain_speech: 0,
             chain_frames: 0,
             chain_voiced_span: None,
+            chain_near: false,
             since_release: u32::MAX,
             run: 0,
             span: 0,
@@ -179,27 +209,35 @@ impl BargeInDetector {
     /// `bot_playing` whether the caller can hear the bot now. While a suspicion is open the bot
     /// is paused, so `bot_playing` is not consulted until it closes.
     pub fn update(&mut self, energy: bool, speech: bool, bot_playing: bool) -> Verdict {
-        self.update_with(energy, speech, true, bot_playing)
+        let evidence = Evidence {
+            energy,
+            speech,
+            near: true,
+            modulated: true,
+        };
+        self.update_with(evidence, bot_playing)
     }
 
-    /// [`update`](Self::update) with one more input: `modulated`, whether the sound has the
-    /// syllable-rate level swings of a voice (a steady chord, a hum or a ringing decay does not).
-    /// An episode that reaches the confirmation length without them is released, not confirmed.
-    pub fn update_with(
-        &mut self,
-        energy: bool,
-        speech: bool,
-        modulated: bool,
-        bot_playing: bool,
-    ) -> Verdict {
+    /// [`update`](Self::update) with the whole [`Evidence`]: an episode that reaches the
+    /// confirmation length without the swings of a voice (`modulated`) is released, not
+    /// confirmed, and one that never held a `near` voice is not confirmed either.
+    pub fn update_with(&mut self, evidence: Evidence, bot_playing: bool) -> Verdict {
+        let Evidence {
+            energy,
+            speech,
+            near,
+            modulated,
+        } = evidence;
         if let Stage::Suspecting {
             frames,
             speech: n,
             quiet,
             onset_frames_ago,
             voiced_span,
+            near: near_seen,
         } = self.stage
         {
+            let near_seen = near_seen || (speech && near);
             let frames = frames + 1;
             let n = n + u32::from(speech);
             let quiet = if energy || speech { 0 } else { quiet + 1 };
@@ -213,7 +251,8 @@ impl BargeInDetector {
             let span = voiced_span.unwrap_or(0);
             let long_enough = quiet == 0
                 && span >= self.confirm_frames
-                && n >= self.confirm_frames / CONFIRM_VOICED_SHARE;
+                && n >= self.confirm_frames / CONFIRM_VOICED_SHARE
+                && near_seen;
             if long_enough && !modulated {
                 // As long as a real interruption, but steady: music, a hum, a ringing tail.
                 self.stage = Stage::Watching;
@@ -239,6 +278,7 @@ impl BargeInDetector {
                 self.chain_speech = n;
                 self.chain_frames = onset_frames_ago + frames;
                 self.chain_voiced_span = voiced_span;
+                self.chain_near = near_seen;
                 self.since_release = 0;
                 return Verdict::Release {
                     suspected_frames: frames,
@@ -250,6 +290,7 @@ impl BargeInDetector {
                 quiet,
                 onset_frames_ago,
                 voiced_span,
+                near: near_seen,
             };
             return Verdict::Nothing;
         }
@@ -271,6 +312,7 @@ impl BargeInDetector {
                     let mut onset_frames_ago = self.span - 1;
                     let mut speech_so_far = u32::from(speech);
                     let mut voiced_span = speech.then_some(1);
+                    let mut near_seen = speech && near;
                     if self.since_release <= CHAIN_GAP_FRAMES
                         && self.chain_speech >= CHAIN_MIN_SPEECH
                     {
@@ -280,6 +322,7 @@ impl BargeInDetector {
                         if let Some(v) = self.chain_voiced_span {
                             voiced_span = Some(v + self.since_release + self.span);
                         }
+                        near_seen |= self.chain_near;
                     }
                     self.stage = Stage::Suspecting {
                         frames: 0,
@@ -287,6 +330,7 @@ impl BargeInDetector {
                         quiet: 0,
                         onset_frames_ago,
                         voiced_span,
+                        near: near_seen,
                     };
                     self.reset_run();
                     return Verdict::Suspect { onset_frames_ago };
@@ -512,6 +556,33 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(d.update(true, true, false), Verdict::Nothing);
         }
+    }
+
+    #[test]
+    fn a_distant_voice_pauses_but_never_confirms() {
+        // A TV across the room: voiced, modulated, as long as any interruption, but quiet.
+        let far = Evidence {
+            energy: true,
+            speech: true,
+            near: false,
+            modulated: true,
+        };
+        let mut d = two_stage();
+        assert_eq!(d.update_with(far, true), Verdict::Nothing);
+        assert!(matches!(d.update_with(far, true), Verdict::Suspect { .. }));
+        let mut verdict = Verdict::Nothing;
+        for _ in 0..100 {
+            verdict = d.update_with(far, false);
+            if verdict != Verdict::Nothing {
+                break;
+            }
+        }
+        assert!(matches!(verdict, Verdict::Release { .. }), "{verdict:?}");
+        // The same voice near the phone confirms.
+        let near = Evidence { near: true, ..far };
+        let mut d = two_stage();
+        let verdicts: Vec<_> = (0..20).map(|_| d.update_with(near, true)).collect();
+        assert!(verdicts.iter().any(|v| matches!(v, Verdict::Confirm(_))));
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct BargeInConfig {
     /// Two-stage: on resume, play again this much of what the caller heard just before the
     /// pause (0 = resume exactly where the pause began).
     pub resume_rewind: Duration,
+    /// A voice that never gets this loud (dBFS, the caller's level above the predicted echo and
+    /// the noise) does not confirm a barge-in: a TV or a colleague across the room, not the
+    /// caller into the mouthpiece (phone speech is −28…−18 dBFS active; ITU nominal −26 dBov).
+    /// The bot still pauses for it, and resumes.
+    pub min_level_dbfs: f32,
 }
 
 impl Default for BargeInConfig {
@@ -74,6 +79,7 @@ impl Default for BargeInConfig {
             confirm: Duration::from_millis(360),
             release: Duration::from_millis(100),
             resume_rewind: Duration::ZERO,
+            min_level_dbfs: -40.0,
         }
     }
 }
@@ -172,6 +178,14 @@ impl SessionConfig {
                 value: self.bargein.echo_margin_db,
                 min: 0.0,
                 max: 40.0,
+            });
+        }
+        if !(-96.0..=0.0).contains(&self.bargein.min_level_dbfs) {
+            return Err(ConfigError::OutOfRangeDb {
+                name: "bargein_min_level_dbfs",
+                value: self.bargein.min_level_dbfs,
+                min: -96.0,
+                max: 0.0,
             });
         }
         if self.notify_every_frames > 3_000 {

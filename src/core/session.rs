@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::audio::{
     FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
 };
-use super::bargein::{BargeInDetector, Verdict, band_excess_db};
+use super::bargein::{BargeInDetector, Evidence, Verdict, band_excess_db, unexplained_dbfs};
 use super::chunker::Chunker;
 use super::codec::{self, FrameError};
 use super::config::{ConfigError, Forward, SessionConfig};
@@ -614,10 +614,15 @@ impl Session {
         self.last_level_dbfs = level;
         self.modulation_db += MODULATION_ALPHA * (step - self.modulation_db);
         let modulated = self.modulation_db >= MIN_MODULATION_DB;
-        match self
-            .bargein
-            .update_with(energy, caller, modulated, bot_playing)
-        {
+        let near = unexplained_dbfs(&bands, &band_noise, self.echo.predicted_bands())
+            >= self.config.bargein.min_level_dbfs;
+        let evidence = Evidence {
+            energy,
+            speech: caller,
+            near,
+            modulated,
+        };
+        match self.bargein.update_with(evidence, bot_playing) {
             Verdict::Nothing => {}
             Verdict::Suspect { onset_frames_ago } => {
                 let onset = now

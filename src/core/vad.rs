@@ -149,17 +149,21 @@ impl VoiceDetector {
     }
 }
 
-/// Background level tracker (minimum statistics): the level is averaged (in power) over blocks
-/// of 200 ms, and the floor is the quietest of the last eight blocks (1.6 s). Speech has pauses
-/// and syllable gaps at least that often, so it barely lifts the floor; a steady noise bed (or a
-/// rise in it) is learned within 1.6 s; a block mean is close to the noise's mean level, not to
-/// its dips. Until the first block completes, the floor follows the quietest frame so far.
+/// Background level tracker (minimum statistics): blocks of 200 ms, each summarised by the power
+/// mean of its quieter half of frames, and the floor is the quietest of the last eight blocks
+/// (1.6 s). The quieter half keeps a block that a few frames of speech fall into (the first
+/// syllable after a pause, a breath) at the level of the noise between them; a plain mean is
+/// ruled by its loudest frame, and a speaker who never pauses for a whole block would lift the
+/// floor to their own quiet syllables within 1.6 s. A steady noise bed (or a rise in it) is
+/// learned within 1.6 s; half a block's mean is close to the noise's mean level, not to its dips.
+/// Until the first block completes, the floor follows the quietest frame so far.
 #[derive(Debug, Clone, Copy)]
 pub struct NoiseFloor {
     blocks: [f32; Self::BLOCKS],
     filled: usize,
     next: usize,
-    acc: f32,
+    /// The current block's frame powers.
+    frames: [f32; Self::BLOCK_FRAMES as usize],
     acc_frames: u32,
     quietest_db: f32,
     floor_db: f32,
@@ -168,6 +172,10 @@ pub struct NoiseFloor {
 impl NoiseFloor {
     /// Frames per block (200 ms).
     const BLOCK_FRAMES: u32 = 10;
+    /// Frames of a block this far (dB) above the floor are left out of its mean...
+    const OUTLIER_DB: f32 = 10.0;
+    /// ...as long as at least this many frames are left.
+    const KEPT_FRAMES: usize = 5;
     /// Blocks in the window (1.6 s).
     const BLOCKS: usize = 8;
     /// Never below this: a digitally silent line must not make every breath look like speech.
@@ -179,7 +187,7 @@ impl NoiseFloor {
             blocks: [0.0; Self::BLOCKS],
             filled: 0,
             next: 0,
-            acc: 0.0,
+            frames: [0.0; Self::BLOCK_FRAMES as usize],
             acc_frames: 0,
             quietest_db: 0.0,
             floor_db: Self::MIN_DB,
@@ -188,13 +196,25 @@ impl NoiseFloor {
 
     /// Feeds one frame's level; returns the floor after it.
     pub fn update(&mut self, level_db: f32) -> f32 {
-        self.acc += dbfs_to_power(level_db);
+        self.frames[self.acc_frames as usize] = dbfs_to_power(level_db);
         self.acc_frames += 1;
         if self.acc_frames == Self::BLOCK_FRAMES {
-            self.blocks[self.next] = self.acc / Self::BLOCK_FRAMES as f32;
+            let limit = dbfs_to_power(self.floor_db + Self::OUTLIER_DB);
+            let (mut quiet, mut n, mut all) = (0.0, 0usize, 0.0);
+            for &p in &self.frames {
+                all += p;
+                if p <= limit {
+                    quiet += p;
+                    n += 1;
+                }
+            }
+            self.blocks[self.next] = if n >= Self::KEPT_FRAMES {
+                quiet / n as f32
+            } else {
+                all / Self::BLOCK_FRAMES as f32
+            };
             self.next = (self.next + 1) % Self::BLOCKS;
             self.filled = (self.filled + 1).min(Self::BLOCKS);
-            self.acc = 0.0;
             self.acc_frames = 0;
             let min = self.blocks[..self.filled]
                 .iter()

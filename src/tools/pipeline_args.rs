@@ -51,6 +51,10 @@ pub struct PipelineArgs {
     /// Margin above the predicted echo for a frame to count as the caller, dB.
     #[arg(long, env = "VOICEGATE_ECHO_MARGIN_DB")]
     pub echo_margin_db: Option<f32>,
+    /// Quietest voice that can confirm a barge-in (the caller's level above echo and noise),
+    /// dBFS: quieter voices (a TV, someone across the room) only pause the bot.
+    #[arg(long, env = "VOICEGATE_BARGE_IN_MIN_DBFS", allow_hyphen_values = true)]
+    pub barge_in_min_dbfs: Option<f32>,
     /// Turn barge-in off (the caller's voice never interrupts the bot).
     #[arg(long, env = "VOICEGATE_NO_BARGE_IN")]
     pub no_barge_in: bool,
@@ -110,6 +114,9 @@ impl PipelineArgs {
         }
         if let Some(v) = self.resume_rewind_ms {
             config.bargein.resume_rewind = ms(v);
+        }
+        if let Some(v) = self.barge_in_min_dbfs {
+            config.bargein.min_level_dbfs = v;
         }
         if let Some(v) = self.echo_margin_db {
             config.bargein.echo_margin_db = v;
