@@ -62,13 +62,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ms = 20 * (k + 1);
         if ms >= from && ms <= to {
             println!(
-                "{ms:6} lvl {:6.1} echo {:6.1} excess {:6.1} floor {:6.1} voiced {} caller {} speaking {} path {:?}",
+                "{ms:6} lvl {:6.1} echo {:6.1} excess {:6.1} floor {:6.1} voiced {} caller {} own {:6.1} mod {} speaking {} path {:?}",
                 f.level_dbfs,
                 s.last_echo_dbfs(),
                 s.last_excess_db(),
                 f.noise_floor_dbfs,
                 u8::from(f.voiced),
                 u8::from(s.last_frame_was_speech()),
+                s.last_evidence().caller_dbfs,
+                u8::from(s.last_evidence().modulated),
                 u8::from(s.is_speech_now()),
                 s.echo_path()
                     .map(|p| (p.delay.as_millis(), p.gain_db as i32, p.spread_db as i32))

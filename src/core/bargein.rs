@@ -11,8 +11,7 @@
 //!
 //! Real-time: no allocation.
 
-use super::audio::dbfs_to_power;
-use super::audio::power_to_dbfs;
+use super::audio::{SILENCE_DBFS, dbfs_to_power, power_to_dbfs};
 use super::config::{BargeInConfig, BargeInMode};
 use super::spectrum::{BANDS, Bands};
 use super::vad::{FrameFeatures, frames_of};
@@ -76,19 +75,31 @@ pub fn unexplained_dbfs(inbound: &Bands, noise: &Bands, echo: &Bands) -> f32 {
 }
 
 /// One frame's evidence for [`BargeInDetector::update_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Evidence {
     /// Energy that the echo model and the noise floor do not explain, and not a tone (cheap
     /// and early: the first frame of a word is often not voiced yet).
     pub energy: bool,
     /// The stricter [`is_caller_speech`]: that energy, voiced.
     pub speech: bool,
-    /// The voice is as loud as a caller talking into the phone (see
-    /// [`BargeInConfig::min_level_dbfs`]), not a TV or a colleague across the room.
-    pub near: bool,
     /// The sound has the syllable-rate level swings of a voice (a steady chord, a hum or a
     /// ringing decay does not).
     pub modulated: bool,
+    /// The frame's level that neither echo nor noise explains ([`unexplained_dbfs`]): a voice
+    /// this loud is near the phone (see [`BargeInConfig::min_level_dbfs`]), not a TV or a
+    /// colleague across the room.
+    pub caller_dbfs: f32,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self {
+            energy: false,
+            speech: false,
+            modulated: false,
+            caller_dbfs: SILENCE_DBFS,
+        }
+    }
 }
 
 /// A barge-in decision.
@@ -120,7 +131,7 @@ pub enum Verdict {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Stage {
     /// Counting evidence while the bot plays.
     Watching,
@@ -130,10 +141,11 @@ enum Stage {
         speech: u32,
         quiet: u32,
         onset_frames_ago: u32,
-        /// Frames since the chain's first voiced caller frame (this one counted), if any.
+        /// Frames since the chain's first voiced caller frame as loud as a caller's (this one
+        /// counted), if any.
         voiced_span: Option<u32>,
-        /// Whether the chain held a voice as loud as a caller's.
-        near: bool,
+        /// The loudest of those frames, dBFS.
+        peak_dbfs: f32,
     },
 }
 
@@ -160,7 +172,11 @@ pub struct BargeInDetector {
     chain_speech: u32,
     chain_frames: u32,
     chain_voiced_span: Option<u32>,
-    chain_near: bool,
+    chain_peak_dbfs: f32,
+    /// The caller's level ([`Evidence::caller_dbfs`]) of the last frames, a ring.
+    recent: [f32; RECENT_FRAMES],
+    recent_head: usize,
+    min_level_dbfs: f32,
     since_release: u32,
     run: u32,
     span: u32,
@@ -178,6 +194,11 @@ const CHAIN_GAP_FRAMES: u32 = 15;
 /// Only an episode with at least this much voiced caller speech (frames) carries on into the
 /// next: a lone blip of babble or echo is not a caller pausing between words.
 const CHAIN_MIN_SPEECH: u32 = 3;
+/// Frames (160 ms) over which a voice must come back near its loudest to be confirmed: between
+/// two syllables it does; an impulse's ringing tail decays for good.
+const RECENT_FRAMES: usize = 8;
+/// How far under the episode's loudest frame the last [`RECENT_FRAMES`] may all stay, dB.
+const SUSTAIN_DB: f32 = 15.0;
 /// Of the confirmation length, at least one frame in this many must be voiced caller speech
 /// (double talk masks the rest under the bot's echo).
 const CONFIRM_VOICED_SHARE: u32 = 3;
@@ -197,7 +218,10 @@ impl BargeInDetector {
             chain_speech: 0,
             chain_frames: 0,
             chain_voiced_span: None,
-            chain_near: false,
+            chain_peak_dbfs: SILENCE_DBFS,
+            recent: [SILENCE_DBFS; RECENT_FRAMES],
+            recent_head: 0,
+            min_level_dbfs: config.min_level_dbfs,
             since_release: u32::MAX,
             run: 0,
             span: 0,
@@ -212,38 +236,51 @@ impl BargeInDetector {
         let evidence = Evidence {
             energy,
             speech,
-            near: true,
             modulated: true,
+            caller_dbfs: if energy || speech { 0.0 } else { SILENCE_DBFS },
         };
         self.update_with(evidence, bot_playing)
     }
 
-    /// [`update`](Self::update) with the whole [`Evidence`]: an episode that reaches the
-    /// confirmation length without the swings of a voice (`modulated`) is released, not
-    /// confirmed, and one that never held a `near` voice is not confirmed either.
+    /// [`update`](Self::update) with the whole [`Evidence`]. The confirmation length counts from
+    /// the first voiced frame as loud as a caller near the phone; an episode that reaches it
+    /// without the swings of a voice (`modulated`), or whose sound has died down far below its
+    /// peak (the ringing tail of a door or a dropped object), is released, not confirmed.
     pub fn update_with(&mut self, evidence: Evidence, bot_playing: bool) -> Verdict {
         let Evidence {
             energy,
             speech,
-            near,
             modulated,
+            caller_dbfs,
         } = evidence;
+        let near = caller_dbfs >= self.min_level_dbfs;
+        let heard = if energy || speech {
+            caller_dbfs
+        } else {
+            SILENCE_DBFS
+        };
+        self.recent_head = (self.recent_head + 1) % RECENT_FRAMES;
+        self.recent[self.recent_head] = heard;
         if let Stage::Suspecting {
             frames,
             speech: n,
             quiet,
             onset_frames_ago,
             voiced_span,
-            near: near_seen,
+            peak_dbfs,
         } = self.stage
         {
-            let near_seen = near_seen || (speech && near);
+            let peak_dbfs = if speech && near {
+                peak_dbfs.max(caller_dbfs)
+            } else {
+                peak_dbfs
+            };
             let frames = frames + 1;
             let n = n + u32::from(speech);
             let quiet = if energy || speech { 0 } else { quiet + 1 };
             let voiced_span = match voiced_span {
                 Some(v) => Some(v + 1),
-                None => speech.then_some(1),
+                None => (speech && near).then_some(1),
             };
             // Confirmed once the caller has been talking for the confirmation length (from the
             // chain's first voiced frame, through the pauses between words), with enough of it
@@ -251,10 +288,12 @@ impl BargeInDetector {
             let span = voiced_span.unwrap_or(0);
             let long_enough = quiet == 0
                 && span >= self.confirm_frames
-                && n >= self.confirm_frames / CONFIRM_VOICED_SHARE
-                && near_seen;
-            if long_enough && !modulated {
-                // As long as a real interruption, but steady: music, a hum, a ringing tail.
+                && n >= self.confirm_frames / CONFIRM_VOICED_SHARE;
+            let recent = self.recent.iter().copied().fold(SILENCE_DBFS, f32::max);
+            let sustained = recent >= peak_dbfs - SUSTAIN_DB;
+            if long_enough && (!modulated || !sustained) {
+                // As long as a real interruption, but steady (music, a hum) or dying away (an
+                // impulse's ringing tail).
                 self.stage = Stage::Watching;
                 self.reset_run();
                 self.since_release = u32::MAX;
@@ -278,7 +317,7 @@ impl BargeInDetector {
                 self.chain_speech = n;
                 self.chain_frames = onset_frames_ago + frames;
                 self.chain_voiced_span = voiced_span;
-                self.chain_near = near_seen;
+                self.chain_peak_dbfs = peak_dbfs;
                 self.since_release = 0;
                 return Verdict::Release {
                     suspected_frames: frames,
@@ -290,7 +329,7 @@ impl BargeInDetector {
                 quiet,
                 onset_frames_ago,
                 voiced_span,
-                near: near_seen,
+                peak_dbfs,
             };
             return Verdict::Nothing;
         }
@@ -311,8 +350,12 @@ impl BargeInDetector {
                 if self.run >= self.suspect_frames {
                     let mut onset_frames_ago = self.span - 1;
                     let mut speech_so_far = u32::from(speech);
-                    let mut voiced_span = speech.then_some(1);
-                    let mut near_seen = speech && near;
+                    let mut voiced_span = (speech && near).then_some(1);
+                    let mut peak_dbfs = if speech && near {
+                        caller_dbfs
+                    } else {
+                        SILENCE_DBFS
+                    };
                     if self.since_release <= CHAIN_GAP_FRAMES
                         && self.chain_speech >= CHAIN_MIN_SPEECH
                     {
@@ -322,7 +365,7 @@ impl BargeInDetector {
                         if let Some(v) = self.chain_voiced_span {
                             voiced_span = Some(v + self.since_release + self.span);
                         }
-                        near_seen |= self.chain_near;
+                        peak_dbfs = peak_dbfs.max(self.chain_peak_dbfs);
                     }
                     self.stage = Stage::Suspecting {
                         frames: 0,
@@ -330,7 +373,7 @@ impl BargeInDetector {
                         quiet: 0,
                         onset_frames_ago,
                         voiced_span,
-                        near: near_seen,
+                        peak_dbfs,
                     };
                     self.reset_run();
                     return Verdict::Suspect { onset_frames_ago };
@@ -559,13 +602,45 @@ mod tests {
     }
 
     #[test]
+    fn a_dying_impulse_is_released_a_voice_is_confirmed() {
+        // A door slam: loud, voiced by the VAD, swinging frame to frame as it rattles, but
+        // decaying 2 dB a frame from its peak (default lengths: confirmation after 360 ms).
+        let frame = |caller_dbfs: f32| Evidence {
+            energy: true,
+            speech: true,
+            modulated: true,
+            caller_dbfs,
+        };
+        let mut d = BargeInDetector::new(&BargeInConfig::default());
+        let mut verdicts = Vec::new();
+        for k in 0..40 {
+            verdicts.push(d.update_with(frame(-20.0 - 2.0 * k as f32), true));
+        }
+        assert!(
+            verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::Suspect { .. }))
+        );
+        assert!(
+            !verdicts.iter().any(|v| matches!(v, Verdict::Confirm(_))),
+            "{verdicts:?}"
+        );
+        // A voice: syllables every 200 ms, 15 dB dips between them.
+        let mut d = BargeInDetector::new(&BargeInConfig::default());
+        let confirmed = (0..40)
+            .map(|k| d.update_with(frame(if k % 10 < 5 { -22.0 } else { -37.0 }), true))
+            .any(|v| matches!(v, Verdict::Confirm(_)));
+        assert!(confirmed);
+    }
+
+    #[test]
     fn a_distant_voice_pauses_but_never_confirms() {
         // A TV across the room: voiced, modulated, as long as any interruption, but quiet.
         let far = Evidence {
             energy: true,
             speech: true,
-            near: false,
             modulated: true,
+            caller_dbfs: -50.0,
         };
         let mut d = two_stage();
         assert_eq!(d.update_with(far, true), Verdict::Nothing);
@@ -579,7 +654,10 @@ mod tests {
         }
         assert!(matches!(verdict, Verdict::Release { .. }), "{verdict:?}");
         // The same voice near the phone confirms.
-        let near = Evidence { near: true, ..far };
+        let near = Evidence {
+            caller_dbfs: -25.0,
+            ..far
+        };
         let mut d = two_stage();
         let verdicts: Vec<_> = (0..20).map(|_| d.update_with(near, true)).collect();
         assert!(verdicts.iter().any(|v| matches!(v, Verdict::Confirm(_))));

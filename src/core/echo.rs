@@ -127,6 +127,11 @@ pub struct EchoModel {
     /// Per band: the echo's power relative to the full-band fit (the line's colour: a
     /// telephone band-pass takes the low and high bands down).
     band_gain: Bands,
+    /// Per band: how many frames taught its gain, and the moving sums of real echo and of the
+    /// full-band fit's prediction in them.
+    band_seen: [u32; BANDS],
+    band_real: Bands,
+    band_base: Bands,
     /// Per band: mean and mean square of `log10(real / predicted)` echo, dB.
     band_dev: Bands,
     band_dev_sq: Bands,
@@ -160,6 +165,9 @@ impl EchoModel {
             echo_pow: 0.0,
             ref_bands: [SILENT_BANDS; TAPS],
             band_gain: [1.0; BANDS],
+            band_seen: [0; BANDS],
+            band_real: SILENT_BANDS,
+            band_base: SILENT_BANDS,
             band_dev: SILENT_BANDS,
             band_dev_sq: [INITIAL_SPREAD_DB * INITIAL_SPREAD_DB; BANDS],
             echo_bands: SILENT_BANDS,
@@ -282,8 +290,21 @@ impl EchoModel {
             let real = (inbound[b] - noise[b]).max(0.0);
             let base = predicted / self.band_gain[b].max(1e-6);
             // A band far louder than predicted is more likely the caller: cap its pull.
-            let ratio = (real / base).min(4.0 * self.band_gain[b]);
-            self.band_gain[b] += BAND_MU * (ratio - self.band_gain[b]);
+            let capped = real.min(4.0 * self.band_gain[b] * base);
+            // The gain is a ratio of (moving) sums, so loud frames weigh most; a plain average
+            // over the first frames (after a prior of the flat line), then a moving one: the
+            // line's colour is known within a few frames of audible echo, not after twenty.
+            if self.band_seen[b] == 0 {
+                self.band_real[b] = base;
+                self.band_base[b] = base;
+            }
+            self.band_seen[b] = self.band_seen[b].saturating_add(1);
+            let mu = BAND_MU;
+            self.band_real[b] += mu * (capped - self.band_real[b]);
+            self.band_base[b] += mu * (base - self.band_base[b]);
+            if self.band_base[b] > 0.0 {
+                self.band_gain[b] = self.band_real[b] / self.band_base[b];
+            }
             if real > 0.0 {
                 let d = 10.0 * (real / predicted).log10();
                 let d = d.clamp(-30.0, 30.0);

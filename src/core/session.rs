@@ -247,6 +247,7 @@ pub struct Session {
     last_echo_dbfs: f32,
     last_caller: bool,
     last_excess_db: f32,
+    last_evidence: Evidence,
     /// Frames since the last voiced frame of the caller's utterance.
     since_voiced: u32,
     last_level_dbfs: f32,
@@ -328,6 +329,7 @@ impl Session {
             last_echo_dbfs: SILENCE_DBFS,
             last_caller: false,
             last_excess_db: SILENCE_DBFS,
+            last_evidence: Evidence::default(),
             since_voiced: u32::MAX,
             last_level_dbfs: SILENCE_DBFS,
             modulation_db: 0.0,
@@ -401,6 +403,11 @@ impl Session {
     /// power they explain, dB.
     pub fn last_excess_db(&self) -> f32 {
         self.last_excess_db
+    }
+
+    /// The barge-in evidence of the last caller frame.
+    pub fn last_evidence(&self) -> Evidence {
+        self.last_evidence
     }
 
     /// Predicted echo level of the last caller frame, dBFS.
@@ -517,17 +524,15 @@ impl Session {
         );
         let energy = !tonal && features.snr_db() >= snr_min && excess_db >= BAND_EXCESS_DB;
         let caller = energy && features.voiced;
-        // Learn the echo only from frames that are echo and noise: not the caller's detected
-        // speech, not a suspicion, not inside an utterance (its quiet frames are the caller too).
+        // Learn the echo from every frame while the bot's audio may be coming back, except while
+        // a suspicion is open (the caller, most likely). Not only from frames the detector calls
+        // echo: a model that under-predicts takes the echo for the caller and, kept away from
+        // those frames, would never learn better. The caller's louder frames stay out through
+        // the model's own outlier test and error cap.
         if self.echo.is_reference_recent() {
             self.echo.observe_bound(level, features.noise_floor_dbfs);
         }
-        if !caller
-            && !energy
-            && !self.speech.is_in_utterance()
-            && !self.bargein.is_suspecting()
-            && self.echo.is_reference_recent()
-        {
+        if !self.bargein.is_suspecting() && self.echo.is_reference_recent() {
             self.echo.observe(level, features.noise_floor_dbfs);
             self.echo.observe_bands(&bands, &band_noise);
         }
@@ -614,14 +619,13 @@ impl Session {
         self.last_level_dbfs = level;
         self.modulation_db += MODULATION_ALPHA * (step - self.modulation_db);
         let modulated = self.modulation_db >= MIN_MODULATION_DB;
-        let near = unexplained_dbfs(&bands, &band_noise, self.echo.predicted_bands())
-            >= self.config.bargein.min_level_dbfs;
         let evidence = Evidence {
             energy,
             speech: caller,
-            near,
             modulated,
+            caller_dbfs: unexplained_dbfs(&bands, &band_noise, self.echo.predicted_bands()),
         };
+        self.last_evidence = evidence;
         match self.bargein.update_with(evidence, bot_playing) {
             Verdict::Nothing => {}
             Verdict::Suspect { onset_frames_ago } => {
