@@ -338,7 +338,9 @@ impl AgentIo {
     /// (which owns the other side of `link`), the event sender, and both [`Notify`]s.
     ///
     /// `wake` is pinged by the media task when caller audio was pushed or outbound room freed up
-    /// (and once when the call ends); `flush` is pinged by the agent after every write or marker.
+    /// (the server's media loop: when the room grows past a quarter of the ring, so an agent
+    /// that filled the ring wakes with 250 ms of room per 1 s of ring, not after every frame),
+    /// and once when the call ends; `flush` is pinged by the agent after every write or marker.
     pub fn new(
         link: AgentLink,
         events: mpsc::Receiver<AgentEvent>,
@@ -398,8 +400,8 @@ impl AgentAudio {
         self.link.agent_rate()
     }
 
-    /// Waits until the media task signals: caller audio arrived, outbound room freed up, or the
-    /// call ended. Wake-ups may be spurious; check with [`read`](Self::read),
+    /// Waits until the media task signals: caller audio arrived, outbound room freed up (a
+    /// quarter of the ring is free again), or the call ended. Wake-ups may be spurious; check with [`read`](Self::read),
     /// [`space`](Self::space) or [`is_closed`](Self::is_closed). Cancel-safe. Meant for one
     /// waiting task.
     pub fn ready(&self) -> impl Future<Output = ()> + Send + 'static {

@@ -1001,6 +1001,16 @@ impl Session {
             || !self.ends.control.is_empty()
     }
 
+    /// Room in the outbound ring, samples at the agent rate (what the agent could write now).
+    pub fn outbound_room(&self) -> usize {
+        self.ends.outbound.buffer().capacity() - self.ends.outbound.slots()
+    }
+
+    /// Size of the outbound ring, samples at the agent rate.
+    pub fn outbound_capacity(&self) -> usize {
+        self.ends.outbound.buffer().capacity()
+    }
+
     /// Writes the next outbound frame into `out` if one is due at `now` and audio is ready;
     /// returns its length (always exactly one frame at the call rate). After sending it, drain
     /// [`poll_command`](Self::poll_command).

@@ -14,10 +14,13 @@
 //! into bands; powers are normalised like [`mean_power`](super::audio::mean_power) (full scale
 //! sine = 0.5 summed over all bands, near enough).
 //!
-//! Real-time: buffers and the FFT plan are made in [`BandAnalyzer::new`]; `analyse` allocates
-//! nothing. Cost: one real FFT of 160/320/480 points.
+//! Real-time: the FFT plan, the window and the band edges of a rate are built once per process
+//! and shared by every analyser ([`BandAnalyzer::new`] builds them on first use); the FFT's work
+//! buffers are per thread (fixed-size, const-initialised), so an analyser is one pointer and
+//! `analyse` allocates nothing and takes no lock. Cost: one real FFT of 160/320/480 points.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use realfft::num_complex::Complex;
 use realfft::{RealFftPlanner, RealToComplex};
@@ -38,33 +41,34 @@ pub type Bands = [f32; BANDS];
 /// Silence in every band.
 pub const SILENT_BANDS: Bands = [0.0; BANDS];
 
-/// Computes [`Bands`] of frames at one rate.
-pub struct BandAnalyzer {
+/// Longest frame analysed (20 ms at 48 kHz).
+const MAX_N: usize = 960;
+/// Largest FFT scratch accepted (complex values); checked when a rate's tables are built.
+const MAX_SCRATCH: usize = MAX_N;
+
+/// What every analyser of one rate shares.
+struct Tables {
     fft: Arc<dyn RealToComplex<f32>>,
+    /// Scratch the plan asks for.
+    scratch_len: usize,
     window: Box<[f32]>,
-    input: Box<[f32]>,
-    output: Box<[Complex<f32>]>,
-    scratch: Box<[Complex<f32>]>,
     /// Bin range (start, end exclusive) of each band; empty above Nyquist.
     bins: [(usize, usize); BANDS],
     /// Converts a sum of squared bin magnitudes into mean power.
     norm: f32,
 }
 
-impl std::fmt::Debug for BandAnalyzer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BandAnalyzer")
-            .field("len", &self.window.len())
-            .field("bins", &self.bins)
-            .finish()
-    }
-}
-
-impl BandAnalyzer {
-    /// An analyser for frames of `rate`.
-    pub fn new(rate: SampleRate) -> Self {
+impl Tables {
+    fn new(rate: SampleRate) -> Option<Self> {
         let n = rate.frame_samples();
-        let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
+        let fft = {
+            static PLANNER: OnceLock<Mutex<RealFftPlanner<f32>>> = OnceLock::new();
+            let planner = PLANNER.get_or_init(|| Mutex::new(RealFftPlanner::new()));
+            planner.lock().ok()?.plan_fft_forward(n)
+        };
+        if n > MAX_N || fft.get_scratch_len() > MAX_SCRATCH {
+            return None;
+        }
         let window: Box<[f32]> = (0..n)
             .map(|i| {
                 let x = std::f32::consts::PI * 2.0 * i as f32 / n as f32;
@@ -85,55 +89,123 @@ impl BandAnalyzer {
         // Parseval for a real FFT keeping bins 0..=n/2: mean power ≈ 2 Σ|X_k|² / n² (window
         // power compensated); in full-scale units.
         let norm = 2.0 * scale * scale / (n as f32 * n as f32 * window_power);
-        Self {
-            input: vec![0.0; n].into_boxed_slice(),
-            output: fft.make_output_vec().into_boxed_slice(),
-            scratch: fft.make_scratch_vec().into_boxed_slice(),
+        Some(Self {
+            scratch_len: fft.get_scratch_len(),
             fft,
             window,
             bins,
             norm,
+        })
+    }
+
+    /// The shared tables of `rate` (built on first use).
+    fn of(rate: SampleRate) -> Option<Arc<Self>> {
+        static TABLES: [OnceLock<Option<Arc<Tables>>>; 4] = [const { OnceLock::new() }; 4];
+        let i = match rate {
+            SampleRate::Hz8000 => 0,
+            SampleRate::Hz16000 => 1,
+            SampleRate::Hz24000 => 2,
+            SampleRate::Hz48000 => 3,
+        };
+        TABLES[i]
+            .get_or_init(|| Self::new(rate).map(Arc::new))
+            .clone()
+    }
+}
+
+/// Per-thread FFT buffers (nothing in them outlives one frame).
+struct Work {
+    input: [f32; MAX_N],
+    output: [Complex<f32>; MAX_N / 2 + 1],
+    scratch: [Complex<f32>; MAX_SCRATCH],
+}
+
+const ZERO: Complex<f32> = Complex::new(0.0, 0.0);
+
+thread_local! {
+    static WORK: RefCell<Work> = const {
+        RefCell::new(Work {
+            input: [0.0; MAX_N],
+            output: [ZERO; MAX_N / 2 + 1],
+            scratch: [ZERO; MAX_SCRATCH],
+        })
+    };
+}
+
+/// Computes [`Bands`] of frames at one rate.
+pub struct BandAnalyzer {
+    /// `None` only if the rate's FFT could not be planned (never for the rates voicegate uses):
+    /// every frame is then silent.
+    tables: Option<Arc<Tables>>,
+}
+
+impl std::fmt::Debug for BandAnalyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("BandAnalyzer");
+        if let Some(t) = &self.tables {
+            d.field("len", &t.window.len()).field("bins", &t.bins);
+        }
+        d.finish()
+    }
+}
+
+impl BandAnalyzer {
+    /// An analyser for frames of `rate`.
+    pub fn new(rate: SampleRate) -> Self {
+        Self {
+            tables: Tables::of(rate),
         }
     }
 
     /// Band powers of one frame (exactly one frame at the analyser's rate; a shorter slice is
     /// zero-padded, a longer one cut).
     pub fn analyse(&mut self, frame: &[i16]) -> Bands {
-        for (i, (x, w)) in self.input.iter_mut().zip(self.window.iter()).enumerate() {
-            *x = frame.get(i).map_or(0.0, |&s| f32::from(s) * w);
-        }
-        self.bands_of_input()
+        self.bands_of(|input, window| {
+            for (i, (x, w)) in input.iter_mut().zip(window.iter()).enumerate() {
+                *x = frame.get(i).map_or(0.0, |&s| f32::from(s) * w);
+            }
+        })
     }
 
     /// Band powers of one frame of L16 little-endian bytes.
     pub fn analyse_bytes(&mut self, bytes: &[u8]) -> Bands {
-        for (i, (x, w)) in self.input.iter_mut().zip(self.window.iter()).enumerate() {
-            *x = bytes
-                .get(2 * i..2 * i + 2)
-                .map_or(0.0, |b| f32::from(i16::from_le_bytes([b[0], b[1]])) * w);
-        }
-        self.bands_of_input()
+        self.bands_of(|input, window| {
+            for (i, (x, w)) in input.iter_mut().zip(window.iter()).enumerate() {
+                *x = bytes
+                    .get(2 * i..2 * i + 2)
+                    .map_or(0.0, |b| f32::from(i16::from_le_bytes([b[0], b[1]])) * w);
+            }
+        })
     }
 
-    /// FFT of the windowed input, bins summed into bands.
-    fn bands_of_input(&mut self) -> Bands {
-        if self
-            .fft
-            .process_with_scratch(&mut self.input, &mut self.output, &mut self.scratch)
-            .is_err()
-        {
-            // Lengths are fixed at construction, so this cannot happen; silence is the safe answer.
+    /// Fills the windowed input with `fill`, FFT, bins summed into bands.
+    fn bands_of(&self, fill: impl FnOnce(&mut [f32], &[f32])) -> Bands {
+        let Some(t) = self.tables.as_deref() else {
             return SILENT_BANDS;
-        }
-        let mut out = SILENT_BANDS;
-        for (b, &(lo, hi)) in self.bins.iter().enumerate() {
-            out[b] = self.output[lo..hi]
-                .iter()
-                .map(|c| c.norm_sqr())
-                .sum::<f32>()
-                * self.norm;
-        }
-        out
+        };
+        let n = t.window.len();
+        WORK.with(|w| {
+            let Ok(mut w) = w.try_borrow_mut() else {
+                return SILENT_BANDS;
+            };
+            let w = &mut *w;
+            let input = &mut w.input[..n];
+            fill(input, &t.window);
+            let output = &mut w.output[..n / 2 + 1];
+            if t.fft
+                .process_with_scratch(input, output, &mut w.scratch[..t.scratch_len])
+                .is_err()
+            {
+                // Lengths are fixed at construction, so this cannot happen; silence is the safe
+                // answer.
+                return SILENT_BANDS;
+            }
+            let mut out = SILENT_BANDS;
+            for (b, &(lo, hi)) in t.bins.iter().enumerate() {
+                out[b] = output[lo..hi].iter().map(|c| c.norm_sqr()).sum::<f32>() * t.norm;
+            }
+            out
+        })
     }
 }
 
@@ -200,6 +272,40 @@ mod tests {
             assert!((total / p - 1.0).abs() < 0.2, "{rate:?} {total} vs {p}");
             let bytes: Vec<u8> = x.iter().flat_map(|s| s.to_le_bytes()).collect();
             assert_eq!(a.analyse_bytes(&bytes), bands);
+        }
+    }
+
+    #[test]
+    fn shared_tables_give_what_a_private_plan_gives() {
+        // The analyser as it was (its own planner, plan and buffers), bit for bit.
+        for rate in [SampleRate::Hz8000, SampleRate::Hz16000, SampleRate::Hz24000] {
+            let n = rate.frame_samples();
+            let t = Tables::new(rate).unwrap();
+            let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            let mut a = BandAnalyzer::new(rate);
+            for _ in 0..20 {
+                let frame: Vec<i16> = (0..n)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        (seed >> 48) as i16
+                    })
+                    .collect();
+                let mut input: Vec<f32> = frame
+                    .iter()
+                    .zip(t.window.iter())
+                    .map(|(&s, w)| f32::from(s) * w)
+                    .collect();
+                let mut output = fft.make_output_vec();
+                fft.process(&mut input, &mut output).unwrap();
+                let mut want = SILENT_BANDS;
+                for (b, &(lo, hi)) in t.bins.iter().enumerate() {
+                    want[b] = output[lo..hi].iter().map(|c| c.norm_sqr()).sum::<f32>() * t.norm;
+                }
+                assert_eq!(a.analyse(&frame), want, "{rate:?}");
+            }
         }
     }
 

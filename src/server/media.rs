@@ -64,6 +64,8 @@ const MAX_WARNINGS: u32 = 5;
 /// Binary frames held while waiting for `websocket:connected` (1 s of audio); later ones are
 /// dropped until it arrives.
 pub const MAX_EARLY_FRAMES: usize = 50;
+/// The agent is woken for outbound room once a 1/`ROOM_WAKE_DIVISOR` of the ring is free.
+const ROOM_WAKE_DIVISOR: usize = 4;
 /// Bytes the WebSocket layer may hold unsent before a send fails.
 pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
@@ -465,7 +467,7 @@ impl Driver {
     /// Sends every frame that is due (each followed by its commands), then hands events out.
     async fn drain(&mut self, ws: &mut WebSocket) -> Result<(), EndReason> {
         let t = now();
-        let mut sent = false;
+        let room_before = self.session.outbound_room();
         loop {
             self.send_commands(ws).await?;
             let Some(n) = self.session.poll_transmit(t, &mut self.frame) else {
@@ -473,11 +475,15 @@ impl Driver {
             };
             let bytes = self.stage(n);
             send(ws, Message::Binary(bytes), &self.st).await?;
-            sent = true;
         }
         self.send_commands(ws).await?;
-        if sent {
-            // Outbound room freed up.
+        // Outbound room freed up: the agent hears of it when the room reaches a quarter of the
+        // ring, not after every frame. An agent only waits for room once it filled the ring, so
+        // it is woken with 250 ms of room and 750 ms still queued (1 s ring): one wake-up per
+        // dozen frames instead of one per frame while it streams ahead of playback.
+        let room_after = self.session.outbound_room();
+        let wake_at = (self.session.outbound_capacity() / ROOM_WAKE_DIVISOR).max(1);
+        if room_before < wake_at && room_after >= wake_at {
             self.wake.notify_one();
         }
         while let Some(ev) = self.session.poll_event() {
