@@ -369,21 +369,20 @@ impl EchoModel {
         for (g, ki) in self.w.iter_mut().zip(k.iter()) {
             *g += ki * e * SCALE;
         }
-        // P ← (P − k·(P x)ᵀ) / λ (P is symmetric, so xᵀP = (P x)ᵀ).
-        let mut trace = 0.0;
-        for (i, (row, ki)) in self.p.iter_mut().zip(k.iter()).enumerate() {
-            for (v, pxj) in row.iter_mut().zip(px.iter()) {
-                *v = (*v - ki * pxj) / LAMBDA;
+        // P ← (P − k·(P x)ᵀ) / λ (P is symmetric, so xᵀP = (P x)ᵀ), in one pass. Taps the
+        // reference has not excited lately would grow without bound (1/λ per frame): the same
+        // pass keeps the matrix no larger than the prior (its trace, known beforehand).
+        let trace: f64 = (0..DIM).map(|i| self.p[i][i] - k[i] * px[i]).sum::<f64>() / LAMBDA;
+        let cap = P0 * DIM as f64;
+        if trace.is_finite() {
+            let scale = if trace > cap { cap / trace } else { 1.0 } / LAMBDA;
+            for (row, ki) in self.p.iter_mut().zip(k.iter()) {
+                for (v, pxj) in row.iter_mut().zip(px.iter()) {
+                    *v = (*v - ki * pxj) * scale;
+                }
             }
-            trace += row[i];
-        }
-        // Taps the reference has not excited lately would grow without bound (1/λ per frame):
-        // keep the matrix no larger than the prior.
-        if !trace.is_finite() {
+        } else {
             self.p = initial_p();
-        } else if trace > P0 * DIM as f64 {
-            let shrink = P0 * DIM as f64 / trace;
-            self.p.iter_mut().flatten().for_each(|v| *v *= shrink);
         }
         self.updates = self.updates.saturating_add(1);
         self.select_taps();
