@@ -82,8 +82,8 @@ pub struct Evidence {
     pub energy: bool,
     /// The stricter [`is_caller_speech`]: that energy, voiced.
     pub speech: bool,
-    /// The sound has the syllable-rate level swings of a voice (a steady chord, a hum or a
-    /// ringing decay does not).
+    /// The sound has the syllable-rate level swings of a voice (a steady chord or a hum does
+    /// not; an impulse's decay does, and is caught by its level dying away instead).
     pub modulated: bool,
     /// The frame's level that neither echo nor noise explains ([`unexplained_dbfs`]): a voice
     /// this loud is near the phone (see [`BargeInConfig::min_level_dbfs`]), not a TV or a

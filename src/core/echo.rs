@@ -330,8 +330,10 @@ impl EchoModel {
         (0..frames.min(TAPS)).any(|k| self.ref_db_at(k) > ACTIVE_REF_DBFS)
     }
 
-    /// Learns from the current frame's inbound level. Call for frames believed to hold no caller
-    /// speech (echo and noise only); the regression shrugs off some caller audio, not a lot.
+    /// Learns from the current frame's inbound level. Call for every frame that may hold the
+    /// bot's echo, except while the caller is most likely talking: a frame far above the
+    /// prediction is left out (once trusted; before, capped at the worst-case echo), and one a
+    /// little above it pulls the fit up only a little.
     pub fn observe(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
         let x = self.input();
         let y = f64::from(dbfs_to_power(inbound_dbfs));

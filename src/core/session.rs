@@ -612,7 +612,7 @@ impl Session {
         // that is still explained by the echo model, but speech then is a new turn, not a barge-in.
         let bot_playing = self.echo.is_reference_active_within(BOT_PLAYING_FRAMES);
         // Syllable-rate modulation: the smoothed size of frame-to-frame level changes. A voice
-        // swings by several dB between syllables; music, hum and a decaying ring do not.
+        // swings by several dB between syllables; music and a hum do not.
         let step = (level - self.last_level_dbfs)
             .abs()
             .min(MODULATION_STEP_CAP_DB);
