@@ -54,24 +54,29 @@ pub fn band_excess_db(
     noise_k: f32,
     echo_k: &Bands,
 ) -> f32 {
-    let mut excess = 0.0f32;
-    let mut explained = 0.0f32;
-    for b in 0..BANDS {
-        let e = noise_k * noise[b] + echo_k[b] * echo[b];
-        excess += (inbound[b] - e).max(0.0);
-        explained += noise[b] + echo[b];
-    }
+    let excess = unexplained_power(inbound, noise, noise_k, echo, echo_k);
+    let explained: f32 = (0..BANDS).map(|b| noise[b] + echo[b]).sum();
     power_to_dbfs(excess) - power_to_dbfs(explained.max(1e-10))
+}
+
+/// Per band, the power that `noise_k` times the noise floor and `echo_k[b]` times the predicted
+/// echo do not account for, summed over the bands.
+fn unexplained_power(
+    inbound: &Bands,
+    noise: &Bands,
+    noise_k: f32,
+    echo: &Bands,
+    echo_k: &Bands,
+) -> f32 {
+    (0..BANDS)
+        .map(|b| (inbound[b] - (noise_k * noise[b] + echo_k[b] * echo[b])).max(0.0))
+        .sum()
 }
 
 /// The power of `inbound` that neither the noise floor nor the predicted echo accounts for,
 /// summed over the bands, dBFS: an estimate of the caller's own level in this frame.
 pub fn unexplained_dbfs(inbound: &Bands, noise: &Bands, echo: &Bands) -> f32 {
-    let mut excess = 0.0f32;
-    for b in 0..BANDS {
-        excess += (inbound[b] - noise[b] - echo[b]).max(0.0);
-    }
-    power_to_dbfs(excess)
+    power_to_dbfs(unexplained_power(inbound, noise, 1.0, echo, &[1.0; BANDS]))
 }
 
 /// One frame's evidence for [`BargeInDetector::update_with`].

@@ -127,9 +127,8 @@ pub struct EchoModel {
     /// Per band: the echo's power relative to the full-band fit (the line's colour: a
     /// telephone band-pass takes the low and high bands down).
     band_gain: Bands,
-    /// Per band: how many frames taught its gain, and the moving sums of real echo and of the
-    /// full-band fit's prediction in them.
-    band_seen: [u32; BANDS],
+    /// Per band: the moving sums of real echo and of the full-band fit's prediction in frames
+    /// that taught its gain (zero until the first).
     band_real: Bands,
     band_base: Bands,
     /// Per band: mean and mean square of `log10(real / predicted)` echo, dB.
@@ -165,7 +164,6 @@ impl EchoModel {
             echo_pow: 0.0,
             ref_bands: [SILENT_BANDS; TAPS],
             band_gain: [1.0; BANDS],
-            band_seen: [0; BANDS],
             band_real: SILENT_BANDS,
             band_base: SILENT_BANDS,
             band_dev: SILENT_BANDS,
@@ -184,6 +182,11 @@ impl EchoModel {
 
     fn ref_db_at(&self, delay: usize) -> f32 {
         power_to_dbfs(self.ref_at(delay))
+    }
+
+    /// The loudest reference frame of the window, dBFS (one conversion, not one per frame).
+    fn peak_ref_db(&self) -> f32 {
+        power_to_dbfs(self.ref_pow.iter().copied().fold(0.0, f32::max))
     }
 
     /// The regression input of the current frame.
@@ -217,9 +220,7 @@ impl EchoModel {
         let predicted = if self.is_trusted() {
             power_to_dbfs(self.echo_pow) + SPREAD_WEIGHT * self.spread_db()
         } else {
-            let peak = (0..TAPS)
-                .map(|k| self.ref_db_at(k))
-                .fold(SILENCE_DBFS, f32::max);
+            let peak = self.peak_ref_db();
             let direct = peak + self.unlearned_gain_db();
             self.tail_db = direct.max(self.tail_db - TAIL_DECAY_DB);
             self.tail_db
@@ -291,17 +292,15 @@ impl EchoModel {
             let base = predicted / self.band_gain[b].max(1e-6);
             // A band far louder than predicted is more likely the caller: cap its pull.
             let capped = real.min(4.0 * self.band_gain[b] * base);
-            // The gain is a ratio of (moving) sums, so loud frames weigh most; a plain average
-            // over the first frames (after a prior of the flat line), then a moving one: the
-            // line's colour is known within a few frames of audible echo, not after twenty.
-            if self.band_seen[b] == 0 {
+            // The gain is a ratio of moving sums, so loud frames weigh most (an average of
+            // per-frame ratios lets quiet, noisy frames swing it); the sums start from the flat
+            // line's prior.
+            if self.band_base[b] == 0.0 {
                 self.band_real[b] = base;
                 self.band_base[b] = base;
             }
-            self.band_seen[b] = self.band_seen[b].saturating_add(1);
-            let mu = BAND_MU;
-            self.band_real[b] += mu * (capped - self.band_real[b]);
-            self.band_base[b] += mu * (base - self.band_base[b]);
+            self.band_real[b] += BAND_MU * (capped - self.band_real[b]);
+            self.band_base[b] += BAND_MU * (base - self.band_base[b]);
             if self.band_base[b] > 0.0 {
                 self.band_gain[b] = self.band_real[b] / self.band_base[b];
             }
@@ -347,9 +346,7 @@ impl EchoModel {
         // against outliers, so a frame is first capped at what echo and known noise can be at
         // most: the worst-case echo of the loudest reference in the window (a caller that
         // slipped past the detector is far louder than any echo).
-        let peak = (0..TAPS)
-            .map(|k| self.ref_db_at(k))
-            .fold(SILENCE_DBFS, f32::max);
+        let peak = self.peak_ref_db();
         let ceiling = f64::from(dbfs_to_power(peak + UNLEARNED_GAIN_DB))
             + (self.w[TAPS] * BIAS_INPUT).max(0.0);
         let mut e = y.min(ceiling.max(full)) - full;
@@ -436,9 +433,7 @@ impl EchoModel {
     /// and leaving out frames the model cannot explain would keep it from ever learning that the
     /// echo is louder than it thought.
     pub fn observe_bound(&mut self, inbound_dbfs: f32, noise_floor_dbfs: f32) {
-        let peak = (0..TAPS)
-            .map(|k| self.ref_db_at(k))
-            .fold(SILENCE_DBFS, f32::max);
+        let peak = self.peak_ref_db();
         if peak <= LOUD_REF_DBFS {
             return;
         }
