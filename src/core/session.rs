@@ -504,6 +504,8 @@ impl Session {
         }
         let echo_dbfs = self.echo.push_reference(played, &played_bands);
 
+        self.vad
+            .set_floor_hold_speech(!self.echo.is_reference_recent());
         let features = self.vad.analyse(&self.frame[..n], level);
         let bands = self.bands_in.analyse(&self.frame[..n]);
         let band_noise = *self.band_noise.update(&bands);

@@ -141,6 +141,11 @@ impl VoiceDetector {
         }
     }
 
+    /// See [`NoiseFloor::set_hold_speech`].
+    pub fn set_floor_hold_speech(&mut self, hold: bool) {
+        self.floor.set_hold_speech(hold);
+    }
+
     /// The delay of the VAD's own resampler (zero at 8 and 16 kHz).
     pub fn delay(&self) -> Duration {
         self.to_vad_rate
@@ -157,6 +162,15 @@ impl VoiceDetector {
 /// floor to their own quiet syllables within 1.6 s. A steady noise bed (or a rise in it) is
 /// learned within 1.6 s; half a block's mean is close to the noise's mean level, not to its dips.
 /// Until the first block completes, the floor follows the quietest frame so far.
+///
+/// A caller who talks for two seconds without a pause fills every block with speech, and the
+/// floor would climb to their quietest syllables: the end of the sentence, falling towards the
+/// real floor, would then look like silence 40–60 ms early, cutting the end of turn short (the
+/// corpus' end-of-turn delay, p50, was 470 ms against a 500 ms hangover). So a block that is
+/// mostly above the floor *and* swings by more than `SPEECH_SPREAD_DB` between its frames (a
+/// talker's syllables; a steady noise swings by a few dB) stays out of the window, for at most
+/// `MAX_SKIPPED` blocks in a row (then until the next pause) so that a noise which does swing
+/// is learned after 3 s.
 #[derive(Debug, Clone, Copy)]
 pub struct NoiseFloor {
     blocks: [f32; Self::BLOCKS],
@@ -167,6 +181,10 @@ pub struct NoiseFloor {
     acc_frames: u32,
     quietest_db: f32,
     floor_db: f32,
+    /// Blocks in a row left out of the window as speech.
+    skipped: u32,
+    /// Whether speech-like blocks are left out (see [`set_hold_speech`](Self::set_hold_speech)).
+    hold_speech: bool,
 }
 
 impl NoiseFloor {
@@ -176,6 +194,12 @@ impl NoiseFloor {
     const OUTLIER_DB: f32 = 10.0;
     /// ...as long as at least this many frames are left.
     const KEPT_FRAMES: usize = 5;
+    /// A block mostly above the floor whose frames span more than this (dB) is a talker's
+    /// syllables and pauses, not a new noise: it stays out of the window...
+    const SPEECH_SPREAD_DB: f32 = 12.0;
+    /// ...for at most this many blocks in a row (3 s; then until the next block that is not
+    /// speech-like), so a noise that does swing still gets in.
+    const MAX_SKIPPED: u32 = 15;
     /// Blocks in the window (1.6 s).
     const BLOCKS: usize = 8;
     /// Never below this: a digitally silent line must not make every breath look like speech.
@@ -191,6 +215,8 @@ impl NoiseFloor {
             acc_frames: 0,
             quietest_db: 0.0,
             floor_db: Self::MIN_DB,
+            skipped: 0,
+            hold_speech: true,
         }
     }
 
@@ -208,6 +234,25 @@ impl NoiseFloor {
                     n += 1;
                 }
             }
+            let (lo, hi) = self
+                .frames
+                .iter()
+                .fold((f32::MAX, 0.0f32), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+            let speech_like = self.hold_speech
+                && n < Self::KEPT_FRAMES
+                && hi > lo * dbfs_to_power(Self::SPEECH_SPREAD_DB)
+                && self.filled > 0;
+            self.acc_frames = 0;
+            // Held out for at most `MAX_SKIPPED` blocks; after that, speech-like blocks go in
+            // until a pause (a block that is not speech-like) comes.
+            if speech_like {
+                if self.skipped < Self::MAX_SKIPPED {
+                    self.skipped += 1;
+                    return self.floor_db;
+                }
+            } else {
+                self.skipped = 0;
+            }
             self.blocks[self.next] = if n >= Self::KEPT_FRAMES {
                 quiet / n as f32
             } else {
@@ -215,7 +260,6 @@ impl NoiseFloor {
             };
             self.next = (self.next + 1) % Self::BLOCKS;
             self.filled = (self.filled + 1).min(Self::BLOCKS);
-            self.acc_frames = 0;
             let min = self.blocks[..self.filled]
                 .iter()
                 .copied()
@@ -231,6 +275,13 @@ impl NoiseFloor {
         }
         self.floor_db = self.floor_db.max(Self::MIN_DB);
         self.floor_db
+    }
+
+    /// Whether a block that swings like a talker (see `SPEECH_SPREAD_DB`) is kept out of the
+    /// window (the default). The session turns this off while the bot's echo may be coming
+    /// back: the echo swings like speech too, and the echo model, not the floor, explains it.
+    pub fn set_hold_speech(&mut self, hold: bool) {
+        self.hold_speech = hold;
     }
 
     /// The current floor.
@@ -432,6 +483,33 @@ mod tests {
             "half a second of speech lifted the floor to {}",
             f.floor_dbfs()
         );
+    }
+
+    /// Two seconds of syllables (−20 and −32 dBFS alternating every 100 ms) over a −60 dBFS
+    /// bed: the floor stays at the bed while the bot is silent, and follows the old way
+    /// (climbing onto the quiet syllables) when told not to hold. A swinging noise that never
+    /// stops is learned after the longest hold.
+    #[test]
+    fn noise_floor_does_not_climb_onto_a_long_sentence() {
+        let syllables = |f: &mut NoiseFloor, frames: usize| {
+            for k in 0..frames {
+                f.update(if (k / 5) % 2 == 0 { -20.0 } else { -32.0 });
+            }
+        };
+        let mut held = NoiseFloor::new();
+        let mut free = NoiseFloor::new();
+        free.set_hold_speech(false);
+        for f in [&mut held, &mut free] {
+            for _ in 0..100 {
+                f.update(-60.0);
+            }
+            syllables(f, 100);
+        }
+        assert!(held.floor_dbfs() < -55.0, "held: {}", held.floor_dbfs());
+        assert!(free.floor_dbfs() > -40.0, "free: {}", free.floor_dbfs());
+        // 6 s more of the same: past the longest hold, it is the new background.
+        syllables(&mut held, 300);
+        assert!(held.floor_dbfs() > -40.0, "held: {}", held.floor_dbfs());
     }
 
     #[test]
