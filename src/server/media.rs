@@ -92,7 +92,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     sc.call_rate = call_rate;
     sc.agent_rate = agent_rate;
     sc.forward = cfg.forward.unwrap_or_else(|| agent.forward());
-    let (mut session, link) = match Session::new(sc) {
+    let (mut session, link) = match boxed_session(sc) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the call's session");
@@ -307,6 +307,17 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     drop(guard);
 }
 
+/// Builds the call's session straight onto the heap. `Session` is ~9 KiB inline; held by value
+/// in this task's future it took that space more than once (the local, then the `Driver`, each a
+/// separate slot of the state machine), and a tokio task's memory is the size of its whole
+/// future for the life of the call. Built here, in a plain function, the value passes only
+/// through the thread's stack.
+fn boxed_session(
+    sc: crate::core::SessionConfig,
+) -> Result<(Box<Session>, crate::core::AgentLink), crate::core::ConfigError> {
+    Session::new(sc).map(|(s, link)| (Box::new(s), link))
+}
+
 /// Waits for `websocket:connected`; returns its custom headers. Binary frames before it are
 /// held (up to [`MAX_EARLY_FRAMES`]) and handed to the session only once `connected` agreed with
 /// the NCCO, so a socket that announces another rate, an unsupported content type or another
@@ -422,7 +433,8 @@ async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
 
 /// The per-call state of the loop besides the socket.
 struct Driver {
-    session: Session,
+    /// Boxed: see [`boxed_session`].
+    session: Box<Session>,
     /// Outbound frames and `notify` commands are written here and split off as `Bytes`.
     arena: BytesMut,
     frame: [u8; crate::core::audio::MAX_CALL_FRAME_BYTES],
@@ -594,5 +606,20 @@ async fn send(ws: &mut WebSocket, msg: Message, st: &AppState) -> Result<(), End
             tracing::warn!("media socket send timed out");
             Err(EndReason::SocketError)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A tokio task holds its whole future for the life of the call, so the media loop's future
+    /// is per-call memory. It was 31 KiB while the `Session` lived in it by value (three slots);
+    /// now ~5 KiB. This catches a large value creeping back in.
+    #[test]
+    fn media_task_future_stays_small() {
+        fn future_size<A, B, C, R>(_: fn(A, B, C) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = future_size(super::run as fn(_, _, _) -> _);
+        assert!(size <= 8 * 1024, "media task future is {size} bytes");
     }
 }
