@@ -491,8 +491,8 @@ impl Driver {
         self.send_commands(ws).await?;
         // Outbound room freed up: the agent hears of it when the room reaches a quarter of the
         // ring, not after every frame. An agent only waits for room once it filled the ring, so
-        // it is woken with 250 ms of room and 750 ms still queued (1 s ring): one wake-up per
-        // dozen frames instead of one per frame while it streams ahead of playback.
+        // it is woken with 100 ms of room and 300 ms still queued (400 ms ring): one wake-up per
+        // five frames instead of one per frame while it streams ahead of playback.
         let room_after = self.session.outbound_room();
         let wake_at = (self.session.outbound_capacity() / ROOM_WAKE_DIVISOR).max(1);
         if room_before < wake_at && room_after >= wake_at {
