@@ -221,8 +221,9 @@ const MAX_BLOCK_BYTES: usize = block_bytes(MAX_WIDTH);
 /// samples and the order-2 prediction residuals (`x[n] − 2x[n−1] + x[n−2]`, zigzagged) at the
 /// width of the block's largest one: speech at 24 kHz (band-limited to the call's 8 kHz) packs
 /// to ~8–9 bits a sample, silence and pre-roll to a few, so the tape holds about half the bytes.
-/// It is exact: what is played back is bit for bit what was recorded. Costs ~2 ns a sample to
-/// pack and again to unpack (plain shifts, no table, no allocation).
+/// It is exact: what is played back is bit for bit what was recorded. Costs ~3 ns a sample to
+/// pack and ~1.6 ns to unpack (plain shifts, no table; measured on this box with 10 s of loud
+/// audio), i.e. ~0.1 ms of CPU per second of speech per call.
 ///
 /// Layout, oldest first: `head` (the block being played back, unpacked), the packed blocks in
 /// 2 KiB chunks (freed as soon as they are played or dropped; one is kept as a spare), then
