@@ -205,6 +205,10 @@ fn steady_state_allocations(
     assert_eq!(audio.rate, call);
     let mut config = SessionConfig::new(call, agent);
     config.bargein.resume_rewind = rewind;
+    // The script's agent writes each turn up to 1 s ahead of playback so that it finishes
+    // writing (and asks for its mark) before the clip loops; the default ring (400 ms) would
+    // hold it back until the turn is cut.
+    config.outbound_buffer = Duration::from_secs(1);
     let (mut s, mut link) = Session::new(config).unwrap();
     let t0 = Instant::now();
     let mut v = Visited::default();

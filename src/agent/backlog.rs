@@ -2,7 +2,7 @@
 //! with the turn markers between it, kept in order.
 //!
 //! A network agent hands over audio in chunks of any size, usually faster than real time. The
-//! outbound ring ([`AgentAudio`]) holds a couple of seconds; the rest waits here, so the adapter
+//! outbound ring ([`AgentAudio`]) holds 400 ms by default; the rest waits here, so the adapter
 //! can keep reading its socket (and see an `interrupt` or a barge-in) while audio waits for
 //! room. [`Backlog::flush`] moves as much as fits, applying each marker exactly between the
 //! samples it was sent between. The adapter stops reading its socket while

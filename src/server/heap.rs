@@ -38,6 +38,7 @@ pub async fn trim_after_calls(st: AppState) {
         if tokio::time::Instant::now() >= next_forget {
             next_forget += FORGET_EVERY;
             forgotten = st.shared().forget_expired();
+            st.shrink_idle_tables();
         }
         if should_trim(peak, active) || forgotten >= FORGOTTEN_WORTH_A_TRIM {
             peak = active;

@@ -40,7 +40,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::{Bytes, BytesMut};
 use serde_json::Map;
 use tokio::sync::{Notify, mpsc};
-use tracing::Instrument;
 
 use super::metrics::{CallMetrics, RejectLabel};
 use super::state::{AppState, SocketGuard};
@@ -75,12 +74,22 @@ pub fn now() -> Instant {
 }
 
 /// Serves one media socket until the call ends. Never panics on network input.
+///
+/// Logging: every event of the call carries `call_id` as a field; there is deliberately no
+/// per-call span. With tracing-subscriber's registry a span takes a slot of its slab, and the fmt
+/// layer gives each slot a small map for the span's formatted fields that lives as long as the
+/// process (the slot is reused, its map kept). Those maps are allocated while a burst of calls
+/// is coming in, in the middle of the calls' memory, and after the burst each pinned a heap page
+/// that `malloc_trim` could not give back (heaptrack after 3 000 calls: ~450 of them, the bulk of
+/// what was still allocated). The agent task gets no span either: agents that log a lot make
+/// their own (the agent bridge and the OpenAI Realtime agent do), the echo agent names the call
+/// in its few events.
 pub async fn run(ws: WebSocket, guard: SocketGuard, st: AppState) {
-    let span = tracing::info_span!("call", call_id = %guard.id());
-    serve(ws, guard, st).instrument(span).await;
+    serve(ws, guard, st).await;
 }
 
 async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
+    let call_id = guard.id().clone();
     let cfg = st.config();
     let agent = st.agent().clone();
     let entry = guard.call().clone();
@@ -92,15 +101,16 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     sc.call_rate = call_rate;
     sc.agent_rate = agent_rate;
     sc.forward = cfg.forward.unwrap_or_else(|| agent.forward());
-    let (mut session, link) = match Session::new(sc) {
+    let (mut session, link) = match boxed_session(sc) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "cannot build the call's session");
+            tracing::error!(call_id = %call_id, error = %e, "cannot build the call's session");
             close(&mut ws, 1011, "internal error").await;
             return;
         }
     };
     tracing::info!(
+        call_id = %call_id,
         rate = call_rate.hz(),
         agent_rate = agent_rate.hz(),
         "media socket open"
@@ -149,12 +159,13 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     });
     info.conversation_uuid = entry.conversation_uuid.clone();
     info.headers = headers;
-    let mut agent_task = tokio::spawn(agent.start(info, io).instrument(tracing::Span::current()));
+    let mut agent_task = tokio::spawn(agent.start(info, io));
     // Audio that arrived before `connected` is waiting in the ring.
     wake.notify_one();
 
     // 3. the loop
     let mut d = Driver {
+        call_id: call_id.clone(),
         session,
         arena: BytesMut::with_capacity(ARENA_BYTES),
         frame: [0u8; crate::core::audio::MAX_CALL_FRAME_BYTES],
@@ -204,13 +215,13 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
                 }
                 Some(Ok(Message::Text(t))) => d.on_text(t.as_str()),
                 Some(Ok(Message::Close(c))) => {
-                    tracing::debug!(code = c.as_ref().map(|c| c.code), "Vonage closed the socket");
+                    tracing::debug!(call_id = %call_id, code = c.as_ref().map(|c| c.code), "Vonage closed the socket");
                     break EndReason::SocketClosed;
                 }
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(e)) => {
                     st.metrics().socket_errors.inc();
-                    tracing::warn!(error = %e, "media socket error");
+                    tracing::warn!(call_id = %call_id, error = %e, "media socket error");
                     break EndReason::SocketError;
                 }
                 None => break EndReason::SocketClosed,
@@ -224,7 +235,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
                 let silent_for = d.last_audio.elapsed();
                 if silent_for >= idle {
                     st.metrics().idle_timeouts.inc();
-                    tracing::warn!(silent_ms = silent_for.as_millis() as u64, "no audio from Vonage; closing");
+                    tracing::warn!(call_id = %call_id, silent_ms = silent_for.as_millis() as u64, "no audio from Vonage; closing");
                     close(&mut ws, 1008, "no audio").await;
                     break EndReason::SocketError;
                 }
@@ -237,15 +248,15 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
             res = &mut agent_task, if agent_running => {
                 agent_running = false;
                 match res {
-                    Ok(Ok(())) => tracing::debug!("agent finished; the call stays up"),
+                    Ok(Ok(())) => tracing::debug!(call_id = %call_id, "agent finished; the call stays up"),
                     Ok(Err(e)) => {
                         st.metrics().agent_errors.inc();
-                        tracing::error!(error = %e, "agent failed; ending the call");
+                        tracing::error!(call_id = %call_id, error = %e, "agent failed; ending the call");
                         break EndReason::AgentFailed;
                     }
                     Err(e) => {
                         st.metrics().agent_errors.inc();
-                        tracing::error!(error = %e, "agent task panicked; ending the call");
+                        tracing::error!(call_id = %call_id, error = %e, "agent task panicked; ending the call");
                         break EndReason::AgentFailed;
                     }
                 }
@@ -283,19 +294,20 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => {
                 st.metrics().agent_errors.inc();
-                tracing::warn!(error = %e, "agent ended with an error");
+                tracing::warn!(call_id = %call_id, error = %e, "agent ended with an error");
             }
             Ok(Err(e)) => {
                 st.metrics().agent_errors.inc();
-                tracing::warn!(error = %e, "agent task panicked");
+                tracing::warn!(call_id = %call_id, error = %e, "agent task panicked");
             }
             Err(_) => {
-                tracing::warn!("agent did not stop within {AGENT_GRACE:?}; aborting it");
+                tracing::warn!(call_id = %call_id, "agent did not stop within {AGENT_GRACE:?}; aborting it");
                 agent_task.abort();
             }
         }
     }
     tracing::info!(
+        call_id = %call_id,
         reason = reason.as_str(),
         frames_in = s.frames_in,
         frames_out = s.frames_out,
@@ -305,6 +317,17 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
         "call ended"
     );
     drop(guard);
+}
+
+/// Builds the call's session straight onto the heap. `Session` is ~9 KiB inline; held by value
+/// in this task's future it took that space more than once (the local, then the `Driver`, each a
+/// separate slot of the state machine), and a tokio task's memory is the size of its whole
+/// future for the life of the call. Built here, in a plain function, the value passes only
+/// through the thread's stack.
+fn boxed_session(
+    sc: crate::core::SessionConfig,
+) -> Result<(Box<Session>, crate::core::AgentLink), crate::core::ConfigError> {
+    Session::new(sc).map(|(s, link)| (Box::new(s), link))
 }
 
 /// Waits for `websocket:connected`; returns its custom headers. Binary frames before it are
@@ -341,7 +364,7 @@ async fn wait_connected(
                             .is_some_and(|c| c != call_id);
                         if other_call {
                             st.metrics().reject(RejectLabel::bad_connected);
-                            tracing::warn!("websocket:connected names another call; closing");
+                            tracing::warn!(call_id, "websocket:connected names another call; closing");
                             close(ws, 1008, "call_uuid does not match the socket").await;
                             return Err(());
                         }
@@ -353,17 +376,17 @@ async fn wait_connected(
                         Ok(()) => {}
                         Err(TextRejected::RateMismatch { expected, actual }) => {
                             st.metrics().reject(RejectLabel::rate_mismatch);
-                            tracing::warn!(expected, actual, "websocket:connected disagrees with the NCCO rate");
+                            tracing::warn!(call_id, expected, actual, "websocket:connected disagrees with the NCCO rate");
                             close(ws, 1003, "content-type does not match the NCCO").await;
                             return Err(());
                         }
                         Err(e) if is_connected => {
                             st.metrics().reject(RejectLabel::bad_connected);
-                            tracing::warn!(error = %e, "unusable websocket:connected; closing");
+                            tracing::warn!(call_id, error = %e, "unusable websocket:connected; closing");
                             close(ws, 1003, "unsupported content-type").await;
                             return Err(());
                         }
-                        Err(e) => tracing::debug!(error = %e, "text message before websocket:connected ignored"),
+                        Err(e) => tracing::debug!(call_id, error = %e, "text message before websocket:connected ignored"),
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
@@ -374,23 +397,23 @@ async fn wait_connected(
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => {
-                    tracing::info!("socket closed before websocket:connected");
+                    tracing::info!(call_id, "socket closed before websocket:connected");
                     return Err(());
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     st.metrics().socket_errors.inc();
-                    tracing::warn!(error = %e, "media socket error before websocket:connected");
+                    tracing::warn!(call_id, error = %e, "media socket error before websocket:connected");
                     return Err(());
                 }
             },
             () = tokio::time::sleep_until(deadline) => {
                 if !early.is_empty() {
-                    tracing::warn!(early_frames = early.len(), "no websocket:connected; going on at the NCCO rate");
+                    tracing::warn!(call_id, early_frames = early.len(), "no websocket:connected; going on at the NCCO rate");
                     break Map::new();
                 }
                 st.metrics().reject(RejectLabel::connect_timeout);
-                tracing::warn!("no websocket:connected within {timeout:?}; closing");
+                tracing::warn!(call_id, "no websocket:connected within {timeout:?}; closing");
                 close(ws, 1008, "no websocket:connected").await;
                 return Err(());
             }
@@ -398,6 +421,7 @@ async fn wait_connected(
     };
     if !early.is_empty() || early_dropped > 0 {
         tracing::info!(
+            call_id,
             early_frames = early.len(),
             early_dropped,
             "binary frames arrived before websocket:connected"
@@ -422,7 +446,10 @@ async fn close(ws: &mut WebSocket, code: u16, reason: &'static str) {
 
 /// The per-call state of the loop besides the socket.
 struct Driver {
-    session: Session,
+    /// For the log events (see [`run`]).
+    call_id: crate::agent::CallId,
+    /// Boxed: see [`boxed_session`].
+    session: Box<Session>,
     /// Outbound frames and `notify` commands are written here and split off as `Bytes`.
     arena: BytesMut,
     frame: [u8; crate::core::audio::MAX_CALL_FRAME_BYTES],
@@ -444,7 +471,7 @@ impl Driver {
             && self.warnings < MAX_WARNINGS
         {
             self.warnings += 1;
-            tracing::warn!(error = %e, "bad caller frame dropped");
+            tracing::warn!(call_id = %self.call_id, error = %e, "bad caller frame dropped");
         }
         if self.session.agent_stream_pos() != before {
             self.wake.notify_one();
@@ -460,7 +487,7 @@ impl Driver {
             && self.warnings < MAX_WARNINGS
         {
             self.warnings += 1;
-            tracing::warn!(error = %e, "text message dropped");
+            tracing::warn!(call_id = %self.call_id, error = %e, "text message dropped");
         }
     }
 
@@ -474,13 +501,13 @@ impl Driver {
                 break;
             };
             let bytes = self.stage(n);
-            send(ws, Message::Binary(bytes), &self.st).await?;
+            send(ws, Message::Binary(bytes), &self.st, &self.call_id).await?;
         }
         self.send_commands(ws).await?;
         // Outbound room freed up: the agent hears of it when the room reaches a quarter of the
         // ring, not after every frame. An agent only waits for room once it filled the ring, so
-        // it is woken with 250 ms of room and 750 ms still queued (1 s ring): one wake-up per
-        // dozen frames instead of one per frame while it streams ahead of playback.
+        // it is woken with 100 ms of room and 300 ms still queued (400 ms ring): one wake-up per
+        // five frames instead of one per frame while it streams ahead of playback.
         let room_after = self.session.outbound_room();
         let wake_at = (self.session.outbound_capacity() / ROOM_WAKE_DIVISOR).max(1);
         if room_before < wake_at && room_after >= wake_at {
@@ -517,7 +544,7 @@ impl Driver {
                     Message::Text(text)
                 }
             };
-            send(ws, msg, &self.st).await?;
+            send(ws, msg, &self.st, &self.call_id).await?;
         }
         Ok(())
     }
@@ -535,6 +562,7 @@ impl Driver {
             },
             Event::BargeIn(b) => {
                 tracing::info!(
+                    call_id = %self.call_id,
                     turn = b.turn.0,
                     heard_ms = b.heard.as_millis() as u64,
                     "barge-in"
@@ -565,6 +593,7 @@ impl Driver {
             },
             Event::FalseInterruption { turn, paused, .. } => {
                 tracing::debug!(
+                    call_id = %self.call_id,
                     turn = turn.0,
                     paused_ms = paused.as_millis() as u64,
                     "false interruption: resumed"
@@ -581,18 +610,38 @@ impl Driver {
 }
 
 /// Sends one message, bounded in time: a peer that stops reading ends the call.
-async fn send(ws: &mut WebSocket, msg: Message, st: &AppState) -> Result<(), EndReason> {
+async fn send(
+    ws: &mut WebSocket,
+    msg: Message,
+    st: &AppState,
+    call_id: &crate::agent::CallId,
+) -> Result<(), EndReason> {
     match tokio::time::timeout(SEND_TIMEOUT, ws.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             st.metrics().socket_errors.inc();
-            tracing::warn!(error = %e, "media socket send failed");
+            tracing::warn!(call_id = %call_id, error = %e, "media socket send failed");
             Err(EndReason::SocketError)
         }
         Err(_) => {
             st.metrics().socket_errors.inc();
-            tracing::warn!("media socket send timed out");
+            tracing::warn!(call_id = %call_id, "media socket send timed out");
             Err(EndReason::SocketError)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A tokio task holds its whole future for the life of the call, so the media loop's future
+    /// is per-call memory. It was 31 KiB while the `Session` lived in it by value (three slots);
+    /// now ~5 KiB. This catches a large value creeping back in.
+    #[test]
+    fn media_task_future_stays_small() {
+        fn future_size<A, B, C, R>(_: fn(A, B, C) -> R) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let size = future_size(super::run as fn(_, _, _) -> _);
+        assert!(size <= 8 * 1024, "media task future is {size} bytes");
     }
 }

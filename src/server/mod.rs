@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod routes;
 pub mod shared;
 pub mod state;
+pub mod warmup;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -157,6 +158,10 @@ pub async fn serve(
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     heap::tune_allocator();
     let agent = agent_for(&config)?;
+    // Shared DSP tables and code paged in before the first call (and before the RSS baseline).
+    warmup::warm_up(&config.session, config.rate, config.agent_rate, |r| {
+        agent.agent_rate(r)
+    });
     if config.signature_secret.is_none() {
         tracing::warn!(
             "no signature secret: webhooks are NOT verified. Set --signature-secret \

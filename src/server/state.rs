@@ -259,6 +259,21 @@ impl AppState {
             .is_some_and(|at| at.elapsed() < AGENT_FAILED_TTL)
     }
 
+    /// Gives back the memory of this instance's call tables once a burst of calls is over: a
+    /// `HashMap` keeps the capacity of its peak for good (the socket table at 500 calls is a
+    /// ~60 KiB block). Called by the housekeeping in [`super::heap`]; not on any call's path.
+    pub fn shrink_idle_tables(&self) {
+        shrink_if_sparse(&mut self.sockets());
+        let now = Instant::now();
+        let mut m = self
+            .inner
+            .agent_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, at| now.duration_since(*at) < AGENT_FAILED_TTL);
+        shrink_if_sparse(&mut m);
+    }
+
     fn sockets(&self) -> MutexGuard<'_, HashMap<CallId, LiveSocket>> {
         // A panic while holding this lock would be a bug in this module; the map is still
         // consistent (every operation is a single insert/remove/lookup), so keep serving.
@@ -447,5 +462,12 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.state.release_socket(&self.call.call_id);
         self.state.metrics().active_calls.dec();
+    }
+}
+
+/// Shrinks a map that holds under a quarter of its capacity (to twice its length).
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(16) {
+        map.shrink_to(2 * map.len());
     }
 }

@@ -101,6 +101,12 @@ impl Agent for BridgeAgent {
     }
 
     fn start(&self, call: CallInfo, io: AgentIo) -> BoxFuture<'static, Result<(), AgentError>> {
-        Box::pin(call::run(self.config.clone(), call, io))
+        // The media task logs without a span (see `server::media::run`); this agent's many
+        // events get the call's id from one of their own.
+        let span = tracing::info_span!("call", call_id = %call.call_id);
+        Box::pin(tracing::Instrument::instrument(
+            call::run(self.config.clone(), call, io),
+            span,
+        ))
     }
 }

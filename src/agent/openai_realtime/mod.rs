@@ -238,8 +238,14 @@ impl Agent for OpenAiRealtimeAgent {
         }
     }
 
-    fn start(&self, _call: CallInfo, io: AgentIo) -> BoxFuture<'static, Result<(), AgentError>> {
-        Box::pin(call::run(self.config.clone(), self.connect_timeout, io))
+    fn start(&self, call: CallInfo, io: AgentIo) -> BoxFuture<'static, Result<(), AgentError>> {
+        // The media task logs without a span (see `server::media::run`); this agent's many
+        // events get the call's id from one of their own.
+        let span = tracing::info_span!("call", call_id = %call.call_id);
+        Box::pin(tracing::Instrument::instrument(
+            call::run(self.config.clone(), self.connect_timeout, io),
+            span,
+        ))
     }
 }
 
