@@ -238,12 +238,7 @@ impl AppState {
     /// `--agent-failure`'s answer rather than `--on-disconnect`'s.
     pub fn note_agent_failure(&self, id: &CallId) {
         let now = Instant::now();
-        let mut m = self
-            .inner
-            .agent_failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, at| now.duration_since(*at) < AGENT_FAILED_TTL);
+        let mut m = self.recent_agent_failures(now);
         if m.len() < self.inner.config.max_calls.saturating_mul(4).max(1_024) {
             m.insert(id.clone(), now);
         }
@@ -264,14 +259,18 @@ impl AppState {
     /// ~60 KiB block). Called by the housekeeping in [`super::heap`]; not on any call's path.
     pub fn shrink_idle_tables(&self) {
         shrink_if_sparse(&mut self.sockets());
-        let now = Instant::now();
+        shrink_if_sparse(&mut self.recent_agent_failures(Instant::now()));
+    }
+
+    /// The agent-failure table, locked, with the entries older than [`AGENT_FAILED_TTL`] gone.
+    fn recent_agent_failures(&self, now: Instant) -> MutexGuard<'_, HashMap<CallId, Instant>> {
         let mut m = self
             .inner
             .agent_failed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         m.retain(|_, at| now.duration_since(*at) < AGENT_FAILED_TTL);
-        shrink_if_sparse(&mut m);
+        m
     }
 
     fn sockets(&self) -> MutexGuard<'_, HashMap<CallId, LiveSocket>> {
