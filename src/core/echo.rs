@@ -24,7 +24,10 @@
 //! The predicted echo level of a frame is the fitted echo power plus the typical spread of real
 //! echo frames around the fit (tracked in dB). Until about a second of bot audio has been fitted
 //! the model assumes the worst case the product must survive: echo only [`UNLEARNED_GAIN_DB`]
-//! below the loudest reference frame of the window, lowered by an observed bound.
+//! below the loudest reference frame of the window, lowered by an observed bound, and per delay
+//! and band by what actually came back at that delay (the smallest ratio seen, plus a margin):
+//! a caller who talks over the bot's first words is heard as soon as the bot's first loud
+//! frames have come back, not after a second.
 //!
 //! Cost: one rank-one update of a 25 × 25 matrix per learning frame (≈ 2 k multiply-adds, `f64`
 //! for numerical safety over hour-long calls; the matrix is kept no larger than its prior so
@@ -87,6 +90,16 @@ const BOUND_MARGIN_DB: f32 = 3.0;
 /// How fast the unlearned prediction's tail decays after the reference stops, dB per frame.
 const TAIL_DECAY_DB: f32 = 6.0;
 
+/// Loud reference frames seen at a delay before that delay's own band bounds are used (see
+/// [`EchoModel::observe_lag_bounds`]).
+const MIN_LAG_OBSERVATIONS: u16 = 4;
+/// Margin over a delay's band bound, as a power ratio (6 dB): the bound is the smallest of a
+/// few noisy ratios, and an echo between two frame boundaries splits its power over two delays
+/// (−3 dB each at worst).
+const LAG_BOUND_MARGIN: f32 = 4.0;
+/// How fast a delay's band bound forgets, as a power ratio per observation (0.1 dB).
+const LAG_BOUND_DECAY: f32 = 1.023;
+
 /// Step of the per-band gain tracking (time constant ≈ 20 frames of audible echo in the band).
 const BAND_MU: f32 = 0.05;
 /// A band's echo must be this far above the band's noise to teach its gain (power ratio, 3 dB).
@@ -140,6 +153,11 @@ pub struct EchoModel {
     last_prediction_db: f32,
     bound_db: f32,
     bound_frames: u32,
+    /// Per delay (frames) and band, while the fit is young: the smallest ratio of what came
+    /// back (above the noise) to what was played that long before, and per delay how many loud
+    /// reference frames it has seen.
+    lag_bound: [Bands; TAPS],
+    lag_observations: [u16; TAPS],
 }
 
 impl Default for EchoModel {
@@ -173,6 +191,8 @@ impl EchoModel {
             last_prediction_db: SILENCE_DBFS,
             bound_db: UNLEARNED_GAIN_DB,
             bound_frames: 0,
+            lag_bound: [SILENT_BANDS; TAPS],
+            lag_observations: [0; TAPS],
         }
     }
 
@@ -252,10 +272,19 @@ impl EchoModel {
                 *o *= gain;
             }
         } else {
+            // The loudest reference band of the window at the worst-case gain, or lower where
+            // that delay's echo has been seen ([`observe_lag_bounds`](Self::observe_lag_bounds)).
             let g = dbfs_to_power(self.unlearned_gain_db());
-            for r in &self.ref_bands {
-                for (o, x) in out.iter_mut().zip(r.iter()) {
-                    *o = o.max(g * x);
+            for d in 0..TAPS {
+                let r = &self.ref_bands[(self.head + TAPS - d) % TAPS];
+                let bounded = self.lag_observations[d] >= MIN_LAG_OBSERVATIONS;
+                for (b, (o, x)) in out.iter_mut().zip(r.iter()).enumerate() {
+                    let gain = if bounded {
+                        g.min(LAG_BOUND_MARGIN * self.lag_bound[d][b])
+                    } else {
+                        g
+                    };
+                    *o = o.max(gain * x);
                 }
             }
         }
@@ -451,6 +480,45 @@ impl EchoModel {
         self.bound_frames = self.bound_frames.saturating_add(1);
     }
 
+    /// Bounds the echo per delay and band while the fit is young: an echo at delay `d` is at most
+    /// what came back in a band (above its noise, or the noise itself when nothing stands above
+    /// it) over what was played in that band `d` frames before. A caller talking only loosens a
+    /// ratio, and the smallest one counts, so an interruption in the bot's first words is heard
+    /// as soon as a few of the bot's loud frames have come back at each delay, not after the
+    /// fit's second of learning. Per band, because the line's colour (a telephone band-pass)
+    /// makes the full-band ratio swing with the spectrum of each syllable.
+    pub fn observe_lag_bounds(&mut self, inbound: &Bands, noise: &Bands) {
+        if self.is_trusted() {
+            return;
+        }
+        for d in 0..TAPS {
+            if self.ref_db_at(d) <= LOUD_REF_DBFS {
+                continue;
+            }
+            let played = &self.ref_bands[(self.head + TAPS - d) % TAPS];
+            let first = self.lag_observations[d] == 0;
+            for b in 0..BANDS {
+                let echo_at_most = if inbound[b] < 2.0 * noise[b] {
+                    noise[b]
+                } else {
+                    inbound[b] - noise[b]
+                };
+                let r = if played[b] > 0.0 {
+                    echo_at_most / played[b]
+                } else {
+                    f32::INFINITY
+                };
+                let bound = &mut self.lag_bound[d][b];
+                *bound = if first {
+                    r
+                } else {
+                    (*bound * LAG_BOUND_DECAY).min(r)
+                };
+            }
+            self.lag_observations[d] = self.lag_observations[d].saturating_add(1);
+        }
+    }
+
     /// The gain assumed before the fit is trusted: the worst case, lowered to the observed bound
     /// (plus a margin) once enough frames of bot audio were heard.
     fn unlearned_gain_db(&self) -> f32 {
@@ -602,6 +670,100 @@ mod tests {
         // the caller: a −20 dBFS reference predicts an echo at least 14 dB under the caller.
         let p = m.path().unwrap();
         assert!(p.gain_db < gain + 10.0, "{p:?}");
+    }
+
+    /// Band powers of a frame at `dbfs`, shaped by `tilt` (dB per band, from the lowest).
+    fn bands_at(dbfs: f32, tilt: f32) -> Bands {
+        let mut b = SILENT_BANDS;
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = dbfs_to_power(dbfs + tilt * i as f32) / BANDS as f32;
+        }
+        b
+    }
+
+    #[test]
+    fn a_caller_in_the_bots_first_words_is_not_taken_for_echo() {
+        // The bot's first 800 ms on a line that returns it 20 dB down at 60 ms, band-limited
+        // (the high bands 6 dB lower still); then the caller starts talking as loud as the bot.
+        // The fit is not trusted yet (a second of bot audio), but the per-delay bounds bring the
+        // predicted echo down to what the line returned, where the worst case (6 dB under the
+        // bot) would hide the caller.
+        let mut m = EchoModel::new();
+        let (delay, gain) = (3, -20.0);
+        let noise = bands_at(-70.0, 0.0);
+        let mut played = Vec::new();
+        let mut predicted = SILENT_BANDS;
+        for k in 0..41 {
+            let lvl = -18.0 - ((k * 7919 % 13) as f32);
+            played.push(lvl);
+            m.push_reference(lvl, &bands_at(lvl, 0.0));
+            predicted = *m.predicted_bands();
+            let echo_lvl = if k >= delay {
+                played[k - delay] + gain
+            } else {
+                -90.0
+            };
+            let mut inbound = bands_at(echo_lvl, -0.75);
+            for (i, n) in inbound.iter_mut().zip(noise.iter()) {
+                *i += n;
+            }
+            if k == 40 {
+                break;
+            }
+            m.observe_bound(power_to_dbfs(inbound.iter().sum()), -70.0);
+            m.observe_lag_bounds(&inbound, &noise);
+            m.observe(power_to_dbfs(inbound.iter().sum()), -70.0);
+        }
+        assert!(m.path().is_none(), "the fit is still young");
+        let echo_db = power_to_dbfs(predicted.iter().sum());
+        let loudest_recent = played[played.len() - TAPS..]
+            .iter()
+            .copied()
+            .fold(-100.0, f32::max);
+        assert!(
+            echo_db < loudest_recent - 12.0,
+            "predicted echo {echo_db} dBFS against the bot at {loudest_recent}"
+        );
+        // And never under what the line really returns.
+        let real = played[played.len() - 1 - delay] + gain;
+        assert!(
+            echo_db >= real,
+            "predicted {echo_db} under the real echo {real}"
+        );
+    }
+
+    #[test]
+    fn a_loud_echo_keeps_the_worst_case_before_the_fit_is_trusted() {
+        // A speakerphone returning the bot only 7 dB down: the bounds must not talk the model
+        // into expecting less than that.
+        let mut m = EchoModel::new();
+        let (delay, gain) = (5, -7.0);
+        let noise = bands_at(-70.0, 0.0);
+        let mut played = Vec::new();
+        for k in 0..45 {
+            let lvl = -18.0 - ((k * 7919 % 13) as f32);
+            played.push(lvl);
+            m.push_reference(lvl, &bands_at(lvl, 0.0));
+            let echo_lvl = if k >= delay {
+                played[k - delay] + gain
+            } else {
+                -90.0
+            };
+            if k >= 2 * delay {
+                let predicted = m.predicted_bands();
+                let real = bands_at(echo_lvl, 0.0);
+                for b in 0..BANDS {
+                    assert!(predicted[b] >= real[b], "frame {k} band {b}");
+                }
+            }
+            let mut inbound = bands_at(echo_lvl, 0.0);
+            for (i, n) in inbound.iter_mut().zip(noise.iter()) {
+                *i += n;
+            }
+            m.observe_bound(power_to_dbfs(inbound.iter().sum()), -70.0);
+            m.observe_lag_bounds(&inbound, &noise);
+            m.observe(power_to_dbfs(inbound.iter().sum()), -70.0);
+        }
     }
 
     #[test]

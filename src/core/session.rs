@@ -533,6 +533,7 @@ impl Session {
         // the model's own outlier test and error cap.
         if self.echo.is_reference_recent() {
             self.echo.observe_bound(level, features.noise_floor_dbfs);
+            self.echo.observe_lag_bounds(&bands, &band_noise);
         }
         if !self.bargein.is_suspecting() && self.echo.is_reference_recent() {
             self.echo.observe(level, features.noise_floor_dbfs);
