@@ -3,8 +3,9 @@
 //! 16 kHz for webrtc-vad), the band analysis (`spectrum/bands/{8k,16k,24k}`: one FFT; the
 //! session runs it on every caller frame and every sent frame), the DTMF tone gate
 //! (`tone/dtmf/16k`), the echo model's per-frame update and prediction, full band and per band
-//! (`echo/model/16k`), and the two-stage barge-in decision (`bargein/decision/16k`: the band
-//! evidence plus the detector update).
+//! (`echo/model/16k`; `echo/model/16k_young` in the first second, before the fit is trusted),
+//! and the two-stage barge-in decision (`bargein/decision/16k`: the band evidence plus the
+//! detector update).
 //!
 //! Run: `cargo bench --bench vad`.
 
@@ -115,6 +116,7 @@ fn vad_benches(c: &mut Criterion) {
         let f = &features[i];
         if echo.is_reference_recent() {
             echo.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
+            echo.observe_lag_bounds(&caller_bands[i], &noise_bands[i]);
             if !is_caller_speech(f, e, 3.0, 6.0) {
                 echo.observe(f.level_dbfs, f.noise_floor_dbfs);
                 echo.observe_bands(&caller_bands[i], &noise_bands[i]);
@@ -135,9 +137,36 @@ fn vad_benches(c: &mut Criterion) {
             let f = &features[i];
             if echo.is_reference_recent() {
                 echo.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
+                echo.observe_lag_bounds(&caller_bands[i], &noise_bands[i]);
                 if !is_caller_speech(f, e, 3.0, 6.0) {
                     echo.observe(black_box(f.level_dbfs), f.noise_floor_dbfs);
                     echo.observe_bands(&caller_bands[i], &noise_bands[i]);
+                }
+            }
+            e
+        })
+    });
+    // The first second of bot audio, before the fit is trusted: the per-delay band bounds are
+    // updated and predict instead of the fitted taps. A fresh model every 45 frames (the copy
+    // of its state, ~3 KiB, is part of the figure).
+    let fresh = EchoModel::new();
+    let first = n.min(45);
+    let mut young = fresh.clone();
+    let mut k = 0;
+    g.bench_function("16k_young", |b| {
+        b.iter(|| {
+            k = (k + 1) % first;
+            if k == 0 {
+                young.clone_from(&fresh);
+            }
+            let e = young.push_reference(black_box(played[k]), black_box(&played_bands[k]));
+            let f = &features[k];
+            if young.is_reference_recent() {
+                young.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
+                young.observe_lag_bounds(&caller_bands[k], &noise_bands[k]);
+                if !is_caller_speech(f, e, 3.0, 6.0) {
+                    young.observe(black_box(f.level_dbfs), f.noise_floor_dbfs);
+                    young.observe_bands(&caller_bands[k], &noise_bands[k]);
                 }
             }
             e
