@@ -87,9 +87,15 @@ fn bot_speech() -> Vec<i16> {
     r.samples::<i16>().map(Result::unwrap).collect()
 }
 
-/// Runs one call: the bot talks, the caller says `words` starting 1.6 s into the call, over a
-/// line with a 60 ms, −20 dB echo. Returns what the agent saw and the number of `clear`s.
+/// Runs one call: the bot talks from 200 ms, the caller says `words` starting 1.6 s into the
+/// call, over a line with a 60 ms, −20 dB echo. Returns what the agent saw and the number of
+/// `clear`s.
 async fn run(words: Vec<i16>, uuid: &str) -> (Vec<Seen>, u64, u64) {
+    run_from(1_600, words, uuid).await
+}
+
+/// [`run`] with the caller starting `start_ms` into the call.
+async fn run_from(start_ms: u32, words: Vec<i16>, uuid: &str) -> (Vec<Seen>, u64, u64) {
     let rate = SampleRate::Hz16000;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let agent = Talker {
@@ -97,7 +103,7 @@ async fn run(words: Vec<i16>, uuid: &str) -> (Vec<Seen>, u64, u64) {
         seen: seen.clone(),
     };
     let server = start_with(config_at(rate), Arc::new(agent)).await;
-    let mut caller = silence(rate, 1_600);
+    let mut caller = silence(rate, start_ms);
     caller.extend_from_slice(&words);
     let script =
         CallerScript::new(rate, &caller, Duration::from_millis(1_500)).with_echo(LineEcho {
@@ -159,5 +165,31 @@ async fn a_barge_in_pauses_the_bot_then_clears_it() {
     assert!(
         matches!((paused, barge), (Some(p), Some(b)) if p < b),
         "expected the bot to pause before the barge-in was confirmed: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_talking_over_the_bots_first_words_pauses_it() {
+    // The same two seconds of speech, 400 ms into the bot's first turn: the echo fit has not had
+    // a second of bot audio yet, so only what came back in those 400 ms tells the caller from
+    // the echo. The bot must go quiet for them and stay mostly quiet until the clear: with the
+    // echo bounded only by the worst case it played 39–40 more frames (~800 ms) over the caller
+    // (measured: 59–60 audible in all), with the per-delay bounds 14–18 (34–38).
+    let words = cut(&speech_clip(), 1_540, 3_600, 1);
+    let (seen, clears, audible) =
+        run_from(600, words, "00000000-0000-4000-8000-0000000b1003").await;
+    println!("first words: agent saw {seen:?}, {clears} clears, {audible} audible frames");
+    assert_eq!(clears, 1, "expected exactly one clear: {seen:?}");
+    let paused = seen.iter().position(|s| *s == Seen::Paused);
+    let barge = seen.iter().position(|s| *s == Seen::BargeIn);
+    assert!(
+        matches!((paused, barge), (Some(p), Some(b)) if p < b),
+        "expected the bot to pause before the barge-in was confirmed: {seen:?}"
+    );
+    // 20 frames play before the caller starts; the rest is what they heard over themselves.
+    assert!(
+        audible < 48,
+        "the caller heard {} frames of the bot over their own voice: {seen:?}",
+        audible.saturating_sub(20)
     );
 }

@@ -97,6 +97,11 @@ const MIN_LAG_OBSERVATIONS: u16 = 4;
 /// few noisy ratios, and an echo between two frame boundaries splits its power over two delays
 /// (−3 dB each at worst).
 const LAG_BOUND_MARGIN: f32 = 4.0;
+/// A band quieter than this (dBFS) bounds no delay (digital silence says nothing).
+const AUDIBLE_BAND_DBFS: f32 = -80.0;
+/// Delays (frames) either side whose bounds a delay's prediction also takes (see
+/// `predict_bands`).
+const LAG_SLACK: usize = 1;
 /// How fast a delay's band bound forgets, as a power ratio per observation (0.1 dB).
 const LAG_BOUND_DECAY: f32 = 1.023;
 
@@ -154,8 +159,8 @@ pub struct EchoModel {
     bound_db: f32,
     bound_frames: u32,
     /// Per delay (frames) and band, while the fit is young: the smallest ratio of what came
-    /// back (above the noise) to what was played that long before, and per delay how many loud
-    /// reference frames it has seen.
+    /// back (above the noise) to what was played that long before (infinite until the echo has
+    /// stood above the noise there), and per delay how many loud reference frames it has seen.
     lag_bound: [Bands; TAPS],
     lag_observations: [u16; TAPS],
 }
@@ -191,7 +196,7 @@ impl EchoModel {
             last_prediction_db: SILENCE_DBFS,
             bound_db: UNLEARNED_GAIN_DB,
             bound_frames: 0,
-            lag_bound: [SILENT_BANDS; TAPS],
+            lag_bound: [[f32::INFINITY; BANDS]; TAPS],
             lag_observations: [0; TAPS],
         }
     }
@@ -275,12 +280,22 @@ impl EchoModel {
             // The loudest reference band of the window at the worst-case gain, or lower where
             // that delay's echo has been seen ([`observe_lag_bounds`](Self::observe_lag_bounds)).
             let g = dbfs_to_power(self.unlearned_gain_db());
+            // A delay counts with its neighbours' bounds too: on a live socket the echo's
+            // alignment with what we think was played drifts by a frame as Vonage's buffer
+            // fills and drains, and a bound learned one frame off is as low as the envelope's
+            // dips between syllables.
             for d in 0..TAPS {
                 let r = &self.ref_bands[(self.head + TAPS - d) % TAPS];
-                let bounded = self.lag_observations[d] >= MIN_LAG_OBSERVATIONS;
+                let near = d.saturating_sub(LAG_SLACK)..(d + LAG_SLACK + 1).min(TAPS);
+                let bounded = self.lag_observations[near.clone()]
+                    .iter()
+                    .all(|&n| n >= MIN_LAG_OBSERVATIONS);
                 for (b, (o, x)) in out.iter_mut().zip(r.iter()).enumerate() {
                     let gain = if bounded {
-                        g.min(LAG_BOUND_MARGIN * self.lag_bound[d][b])
+                        let bound = self.lag_bound[near.clone()]
+                            .iter()
+                            .fold(0.0f32, |m, l| m.max(l[b]));
+                        g.min(LAG_BOUND_MARGIN * bound)
                     } else {
                         g
                     };
@@ -481,8 +496,8 @@ impl EchoModel {
     }
 
     /// Bounds the echo per delay and band while the fit is young: an echo at delay `d` is at most
-    /// what came back in a band (above its noise, or the noise itself when nothing stands above
-    /// it) over what was played in that band `d` frames before. A caller talking only loosens a
+    /// what came back in a band (where it stands above the band's noise) over what was played in
+    /// that band `d` frames before. A caller talking only loosens a
     /// ratio, and the smallest one counts, so an interruption in the bot's first words is heard
     /// as soon as a few of the bot's loud frames have come back at each delay, not after the
     /// fit's second of learning. Per band, because the line's colour (a telephone band-pass)
@@ -491,29 +506,24 @@ impl EchoModel {
         if self.is_trusted() {
             return;
         }
+        let audible = dbfs_to_power(AUDIBLE_BAND_DBFS);
         for d in 0..TAPS {
             if self.ref_db_at(d) <= LOUD_REF_DBFS {
                 continue;
             }
             let played = &self.ref_bands[(self.head + TAPS - d) % TAPS];
-            let first = self.lag_observations[d] == 0;
             for b in 0..BANDS {
-                let echo_at_most = if inbound[b] < 2.0 * noise[b] {
-                    noise[b]
-                } else {
-                    inbound[b] - noise[b]
-                };
-                let r = if played[b] > 0.0 {
-                    echo_at_most / played[b]
-                } else {
-                    f32::INFINITY
-                };
+                // Only what stands above the noise bounds anything: a frame at the noise floor
+                // may be one whose echo has not come back yet (Vonage started playing it later
+                // than we count), and taken as a bound it would claim the echo is no louder
+                // than the noise.
+                if played[b] <= 0.0 || inbound[b] < BAND_VISIBLE * noise[b] || inbound[b] < audible
+                {
+                    continue;
+                }
+                let r = (inbound[b] - noise[b]) / played[b];
                 let bound = &mut self.lag_bound[d][b];
-                *bound = if first {
-                    r
-                } else {
-                    (*bound * LAG_BOUND_DECAY).min(r)
-                };
+                *bound = (*bound * LAG_BOUND_DECAY).min(r);
             }
             self.lag_observations[d] = self.lag_observations[d].saturating_add(1);
         }
