@@ -153,12 +153,8 @@ async fn a_backchannel_pauses_the_bot_then_it_resumes_its_turn() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_barge_in_pauses_the_bot_then_clears_it() {
-    // Two seconds of speech_001's second phrase (labelled 1580–3710 ms) over the bot.
-    let words = cut(&speech_clip(), 1_540, 3_600, 1);
-    let (seen, clears, _) = run(words, "00000000-0000-4000-8000-0000000b1001").await;
-    println!("barge-in: agent saw {seen:?}, {clears} clears");
+/// One `clear`, and the bot paused before the barge-in was confirmed.
+fn assert_paused_then_cleared(seen: &[Seen], clears: u64) {
     assert_eq!(clears, 1, "expected exactly one clear: {seen:?}");
     let paused = seen.iter().position(|s| *s == Seen::Paused);
     let barge = seen.iter().position(|s| *s == Seen::BargeIn);
@@ -166,6 +162,15 @@ async fn a_barge_in_pauses_the_bot_then_clears_it() {
         matches!((paused, barge), (Some(p), Some(b)) if p < b),
         "expected the bot to pause before the barge-in was confirmed: {seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barge_in_pauses_the_bot_then_clears_it() {
+    // Two seconds of speech_001's second phrase (labelled 1580–3710 ms) over the bot.
+    let words = cut(&speech_clip(), 1_540, 3_600, 1);
+    let (seen, clears, _) = run(words, "00000000-0000-4000-8000-0000000b1001").await;
+    println!("barge-in: agent saw {seen:?}, {clears} clears");
+    assert_paused_then_cleared(&seen, clears);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,13 +184,7 @@ async fn a_caller_talking_over_the_bots_first_words_pauses_it() {
     let (seen, clears, audible) =
         run_from(600, words, "00000000-0000-4000-8000-0000000b1003").await;
     println!("first words: agent saw {seen:?}, {clears} clears, {audible} audible frames");
-    assert_eq!(clears, 1, "expected exactly one clear: {seen:?}");
-    let paused = seen.iter().position(|s| *s == Seen::Paused);
-    let barge = seen.iter().position(|s| *s == Seen::BargeIn);
-    assert!(
-        matches!((paused, barge), (Some(p), Some(b)) if p < b),
-        "expected the bot to pause before the barge-in was confirmed: {seen:?}"
-    );
+    assert_paused_then_cleared(&seen, clears);
     // 20 frames play before the caller starts; the rest is what they heard over themselves.
     assert!(
         audible < 48,
