@@ -155,6 +155,8 @@ fn call(args: CallArgs) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Before any thread: may re-execute the process with glibc's thread cache off.
+    server::heap::without_thread_cache();
     let config = match ServerConfig::try_from(args) {
         Ok(c) => c,
         Err(e) => {

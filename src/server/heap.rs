@@ -8,7 +8,8 @@
 //! task waits for it; the check runs every [`CHECK_EVERY`]. Every [`FORGET_EVERY`] it also has
 //! the shared state forget ended calls and used ids past their expiry (they would otherwise go
 //! only when a map fills up), and trims after a large batch. [`tune_allocator`] keeps a call's
-//! large buffers out of the shared heap. Other C libraries: neither.
+//! large buffers out of the shared heap, and [`without_thread_cache`] turns glibc's per-thread
+//! cache off (a re-execution at start-up). Other C libraries: none of these.
 //!
 //! Not real-time (a background task).
 
@@ -56,6 +57,58 @@ pub async fn trim_after_calls(st: AppState) {
 /// go. Returns whether the policy was applied.
 pub fn tune_allocator() -> bool {
     tune()
+}
+
+/// glibc's tunable for how many freed blocks of each size class a thread's cache (tcache) keeps.
+pub const TCACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
+
+/// With glibc, re-executes this process (same executable, arguments and process id) with
+/// `glibc.malloc.tcache_count=0` added to `GLIBC_TUNABLES`, unless the environment sets that
+/// tunable already: to keep glibc's default cache, start the server with
+/// `GLIBC_TUNABLES=glibc.malloc.tcache_count=7`. Call it first thing, before any thread is
+/// started; it returns only when it does not re-execute (the tunable is set, another C
+/// library, or the exec failed: the server then runs with the cache, as before).
+///
+/// Why: every worker thread's tcache keeps up to 7 freed blocks of each small size, freed
+/// during a burst of calls and scattered through it, and `malloc_trim` cannot touch another
+/// thread's cache, so those blocks pinned ~3 MiB of heap pages after a 500-call burst for
+/// good. The server's per-frame path allocates nothing, so the cache only ever sped up call
+/// set-up and webhooks. The tunable can only be set in the environment before the process
+/// starts (glibc has no `mallopt` for it), hence the re-execution.
+pub fn without_thread_cache() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        let Some(tunables) = tunables_without_tcache(std::env::var_os("GLIBC_TUNABLES")) else {
+            return;
+        };
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let mut args = std::env::args_os();
+        let argv0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+        // Only returns on failure; the process carries on as it is.
+        let err = std::process::Command::new(&exe)
+            .arg0(argv0)
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .exec();
+        eprintln!("voicegate: could not re-execute without glibc's thread cache: {err}");
+    }
+}
+
+/// `GLIBC_TUNABLES` with the thread cache off, or `None` when `current` sets the tunable.
+fn tunables_without_tcache(current: Option<std::ffi::OsString>) -> Option<std::ffi::OsString> {
+    let off = format!("{TCACHE_TUNABLE}=0");
+    match current {
+        Some(v) if v.to_string_lossy().contains(TCACHE_TUNABLE) => None,
+        Some(mut v) if !v.is_empty() => {
+            v.push(":");
+            v.push(off);
+            Some(v)
+        }
+        _ => Some(off.into()),
+    }
 }
 
 /// glibc: the size from which a block is its own mapping.
@@ -119,5 +172,19 @@ mod tests {
         // Neither panics on any C library.
         let _ = trim();
         let _ = tune_allocator();
+    }
+
+    #[test]
+    fn thread_cache_goes_off_unless_the_environment_sets_it() {
+        let off = |v: Option<&str>| tunables_without_tcache(v.map(Into::into));
+        assert_eq!(off(None), Some("glibc.malloc.tcache_count=0".into()));
+        assert_eq!(off(Some("")), Some("glibc.malloc.tcache_count=0".into()));
+        assert_eq!(
+            off(Some("glibc.malloc.arena_max=2")),
+            Some("glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0".into())
+        );
+        // Whoever set it keeps their value, and the re-executed process does not loop.
+        assert_eq!(off(Some("glibc.malloc.tcache_count=7")), None);
+        assert_eq!(off(Some("glibc.malloc.tcache_count=0")), None);
     }
 }

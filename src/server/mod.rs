@@ -187,6 +187,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         instance = %shared.instance,
         "shared state"
     );
+    // One call through a throwaway instance, so the code only calls reach is paged in too.
+    let replied = warmup::loopback_call(&config).await;
+    tracing::debug!(replied, "warm-up call done");
     let state = state_with_call_control(config, agent, shared)?;
     let listener = TcpListener::bind(addr)
         .await

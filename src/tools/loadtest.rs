@@ -33,8 +33,8 @@ use serde_json::Map;
 
 use super::simulate::{ToolError, parse_duration};
 use super::vonage_side::{
-    self, AuthSettings, CallIdentity, CallObserver, CallerScript, EventPoster, Leg, MediaEnd,
-    MediaReport, PlainUrl, StopRule, run_media,
+    self, AuthSettings, CallIdentity, CallObserver, CallerScript, EventPoster, HttpPool, Leg,
+    MediaEnd, MediaReport, PlainUrl, StopRule, run_media,
 };
 use crate::core::SampleRate;
 
@@ -369,6 +369,8 @@ impl ServerStats {
 
 struct Shared {
     server: PlainUrl,
+    /// Webhook connections shared by all calls (Vonage's senders are shared infrastructure).
+    webhooks: Arc<HttpPool>,
     scripts: [Option<Arc<CallerScript>>; 3],
     silences: [Bytes; 3],
     duration: Duration,
@@ -439,12 +441,14 @@ fn rate_index(rate: SampleRate) -> usize {
 /// One call, start to end. Failures are counted, never panicked on.
 async fn one_call(sh: &Shared) {
     let id = CallIdentity::fresh();
-    let mut events = EventPoster::new(&sh.server);
+    let mut events = EventPoster::pooled(&sh.server, sh.webhooks.clone());
     events
         .post(&id, None, Leg::Caller, "started", Map::new())
         .await;
-    let mut http = vonage_side::HttpClient::new(sh.server.authority());
-    let target = match vonage_side::answer(&mut http, &sh.server, &id).await {
+    let mut http = sh.webhooks.take();
+    let answered = vonage_side::answer(&mut http, &sh.server, &id).await;
+    sh.webhooks.put_back(http);
+    let target = match answered {
         Ok(t) => t,
         Err(e) => {
             let why = match e {
@@ -460,7 +464,6 @@ async fn one_call(sh: &Shared) {
             return;
         }
     };
-    drop(http);
     events
         .post(&id, None, Leg::Caller, "answered", Map::new())
         .await;
@@ -584,6 +587,7 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
         None => ServerStats::Metrics(server.authority()),
     };
     let sh = Arc::new(Shared {
+        webhooks: Arc::new(HttpPool::new(server.authority())),
         server,
         scripts: [
             script_at(SampleRate::Hz8000),

@@ -13,7 +13,8 @@
 //! - [`run_media`] drives one call: caller frames out at exactly 20 ms against absolute
 //!   deadlines, server frames into the playback, latencies to a [`CallObserver`].
 //! - [`EventPoster`] posts the event webhooks Vonage would (`started`, `answered`, `completed`,
-//!   `disconnected`; §4, §10.3–§10.15).
+//!   `disconnected`; §4, §10.3–§10.15), over its own connection or over an [`HttpPool`] shared
+//!   by many simulated calls, as Vonage's webhook senders share theirs.
 //!
 //! Only plain `http://`/`ws://` are spoken (no TLS): the tool is for a server on this host.
 //!
@@ -357,6 +358,65 @@ impl HttpClient {
             self.conn = None;
         }
         Ok(res)
+    }
+}
+
+/// Keep-alive connections to one host, shared by many simulated calls.
+///
+/// Vonage posts webhooks from shared infrastructure, not from one connection per call: the load
+/// generator takes a connection for each request and puts it back afterwards, so the server
+/// holds a few idle keep-alive connections in all (about as many as requests were in flight at
+/// once), not two per active call (hyper keeps an 8 KiB read buffer and a task for each).
+#[derive(Debug)]
+pub struct HttpPool {
+    authority: String,
+    idle: std::sync::Mutex<Vec<HttpClient>>,
+}
+
+/// Idle connections an [`HttpPool`] keeps at most; more are closed when put back.
+const POOL_MAX_IDLE: usize = 64;
+
+impl HttpPool {
+    /// A pool for `host:port`; connections are opened as requests need them.
+    pub fn new(authority: impl Into<String>) -> Self {
+        Self {
+            authority: authority.into(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle connection's client, or a new one (it connects on its first request).
+    pub fn take(&self) -> HttpClient {
+        self.idle
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_else(|| HttpClient::new(self.authority.clone()))
+    }
+
+    /// Puts `client` back for the next request, if its connection is still open.
+    pub fn put_back(&self, client: HttpClient) {
+        if client.conn.is_none() {
+            return;
+        }
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < POOL_MAX_IDLE
+        {
+            v.push(client);
+        }
+    }
+
+    /// `method path` with an optional JSON body, over a pooled connection.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&[u8]>,
+    ) -> Result<HttpResponse, VonageSideError> {
+        let mut client = self.take();
+        let res = client.request(method, path, json).await;
+        self.put_back(client);
+        res
     }
 }
 
@@ -726,7 +786,7 @@ pub async fn connect_media(
 /// application's event URL, the websocket leg's to the `connect` action's `eventUrl`.
 #[derive(Debug)]
 pub struct EventPoster {
-    http: HttpClient,
+    http: Webhooks,
     app_path: String,
     ws_url: Option<PlainUrl>,
     /// Requests that failed or returned a non-2xx status.
@@ -744,11 +804,52 @@ pub enum Leg {
     Websocket,
 }
 
+/// The connection an [`EventPoster`] posts over.
+#[derive(Debug)]
+enum Webhooks {
+    /// Its own keep-alive connection (one simulated call).
+    Own(HttpClient),
+    /// A connection from a pool shared with other calls (the load test).
+    Pooled(Arc<HttpPool>),
+}
+
+impl Webhooks {
+    fn authority(&self) -> &str {
+        match self {
+            Self::Own(c) => &c.authority,
+            Self::Pooled(p) => &p.authority,
+        }
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        json: Option<&[u8]>,
+    ) -> Result<HttpResponse, VonageSideError> {
+        match self {
+            Self::Own(c) => c.request(method, path, json).await,
+            Self::Pooled(p) => p.request(method, path, json).await,
+        }
+    }
+}
+
 impl EventPoster {
-    /// Posts to `{server}/events` (both legs until [`Self::set_ws_event_url`]).
+    /// Posts to `{server}/events` (both legs until [`Self::set_ws_event_url`]) over its own
+    /// keep-alive connection.
     pub fn new(server: &PlainUrl) -> Self {
+        Self::over(server, Webhooks::Own(HttpClient::new(server.authority())))
+    }
+
+    /// Posts to `{server}/events` over connections taken from `pool` (a pool for `server`'s
+    /// host).
+    pub fn pooled(server: &PlainUrl, pool: Arc<HttpPool>) -> Self {
+        Self::over(server, Webhooks::Pooled(pool))
+    }
+
+    fn over(server: &PlainUrl, http: Webhooks) -> Self {
         Self {
-            http: HttpClient::new(server.authority()),
+            http,
             app_path: format!("{}/events", server.path.trim_end_matches('/')),
             ws_url: None,
             failures: 0,
@@ -796,7 +897,7 @@ impl EventPoster {
         let body = ev.to_string();
         let (client, path) = match (&self.ws_url, leg) {
             (Some(u), Leg::Websocket) => {
-                if self.http.authority != u.authority() {
+                if self.http.authority() != u.authority() {
                     // Different host: a one-off client.
                     let mut c = HttpClient::new(u.authority());
                     let res = c.request("POST", &u.path, Some(body.as_bytes())).await;
