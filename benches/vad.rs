@@ -108,20 +108,25 @@ fn vad_benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("echo/model");
     g.throughput(Throughput::Elements(rate.frame_samples() as u64));
-    let mut echo = EchoModel::new();
-    let mut echoes = Vec::with_capacity(n);
-    let mut echo_bands = Vec::with_capacity(n);
-    for i in 0..n {
-        let e = echo.push_reference(played[i], &played_bands[i]);
+    // One frame through the echo model, as the session feeds it.
+    let step = |echo: &mut EchoModel, i: usize| {
+        let e = echo.push_reference(black_box(played[i]), black_box(&played_bands[i]));
         let f = &features[i];
         if echo.is_reference_recent() {
             echo.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
             echo.observe_lag_bounds(&caller_bands[i], &noise_bands[i]);
             if !is_caller_speech(f, e, 3.0, 6.0) {
-                echo.observe(f.level_dbfs, f.noise_floor_dbfs);
+                echo.observe(black_box(f.level_dbfs), f.noise_floor_dbfs);
                 echo.observe_bands(&caller_bands[i], &noise_bands[i]);
             }
         }
+        e
+    };
+    let mut echo = EchoModel::new();
+    let mut echoes = Vec::with_capacity(n);
+    let mut echo_bands = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = step(&mut echo, i);
         echoes.push(e);
         echo_bands.push(*echo.predicted_bands());
     }
@@ -133,17 +138,7 @@ fn vad_benches(c: &mut Criterion) {
     g.bench_function("16k", |b| {
         b.iter(|| {
             i = (i + 1) % n;
-            let e = echo.push_reference(black_box(played[i]), black_box(&played_bands[i]));
-            let f = &features[i];
-            if echo.is_reference_recent() {
-                echo.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
-                echo.observe_lag_bounds(&caller_bands[i], &noise_bands[i]);
-                if !is_caller_speech(f, e, 3.0, 6.0) {
-                    echo.observe(black_box(f.level_dbfs), f.noise_floor_dbfs);
-                    echo.observe_bands(&caller_bands[i], &noise_bands[i]);
-                }
-            }
-            e
+            step(&mut echo, i)
         })
     });
     // The first second of bot audio, before the fit is trusted: the per-delay band bounds are
@@ -159,17 +154,7 @@ fn vad_benches(c: &mut Criterion) {
             if k == 0 {
                 young.clone_from(&fresh);
             }
-            let e = young.push_reference(black_box(played[k]), black_box(&played_bands[k]));
-            let f = &features[k];
-            if young.is_reference_recent() {
-                young.observe_bound(f.level_dbfs, f.noise_floor_dbfs);
-                young.observe_lag_bounds(&caller_bands[k], &noise_bands[k]);
-                if !is_caller_speech(f, e, 3.0, 6.0) {
-                    young.observe(black_box(f.level_dbfs), f.noise_floor_dbfs);
-                    young.observe_bands(&caller_bands[k], &noise_bands[k]);
-                }
-            }
-            e
+            step(&mut young, k)
         })
     });
     g.finish();

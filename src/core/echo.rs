@@ -691,6 +691,20 @@ mod tests {
         b
     }
 
+    /// Learns from one inbound frame of `echo` over `noise`, as the session does while the
+    /// reference is recent and no suspicion is open.
+    fn learn(m: &mut EchoModel, echo: &Bands, noise: &Bands) {
+        let mut inbound = *echo;
+        for (i, n) in inbound.iter_mut().zip(noise.iter()) {
+            *i += n;
+        }
+        let level = power_to_dbfs(inbound.iter().sum());
+        let floor = power_to_dbfs(noise.iter().sum());
+        m.observe_bound(level, floor);
+        m.observe_lag_bounds(&inbound, noise);
+        m.observe(level, floor);
+    }
+
     #[test]
     fn a_caller_in_the_bots_first_words_is_not_taken_for_echo() {
         // The bot's first 800 ms on a line that returns it 20 dB down at 60 ms, band-limited
@@ -713,16 +727,10 @@ mod tests {
             } else {
                 -90.0
             };
-            let mut inbound = bands_at(echo_lvl, -0.75);
-            for (i, n) in inbound.iter_mut().zip(noise.iter()) {
-                *i += n;
-            }
             if k == 40 {
                 break;
             }
-            m.observe_bound(power_to_dbfs(inbound.iter().sum()), -70.0);
-            m.observe_lag_bounds(&inbound, &noise);
-            m.observe(power_to_dbfs(inbound.iter().sum()), -70.0);
+            learn(&mut m, &bands_at(echo_lvl, -0.75), &noise);
         }
         assert!(m.path().is_none(), "the fit is still young");
         let echo_db = power_to_dbfs(predicted.iter().sum());
@@ -766,13 +774,7 @@ mod tests {
                     assert!(predicted[b] >= real[b], "frame {k} band {b}");
                 }
             }
-            let mut inbound = bands_at(echo_lvl, 0.0);
-            for (i, n) in inbound.iter_mut().zip(noise.iter()) {
-                *i += n;
-            }
-            m.observe_bound(power_to_dbfs(inbound.iter().sum()), -70.0);
-            m.observe_lag_bounds(&inbound, &noise);
-            m.observe(power_to_dbfs(inbound.iter().sum()), -70.0);
+            learn(&mut m, &bands_at(echo_lvl, 0.0), &noise);
         }
     }
 

@@ -239,12 +239,7 @@ async fn one_call(addr: SocketAddr) -> bool {
     )
     .await;
     drop(ws);
-    events
-        .post(&id, Some(&target), Leg::Websocket, "completed", Map::new())
-        .await;
-    events
-        .post(&id, None, Leg::Caller, "completed", Map::new())
-        .await;
+    events.post_call_end(&id, &target, "completed").await;
     report.counters.frames_received > 0
 }
 

@@ -482,12 +482,7 @@ async fn one_call(sh: &Shared) {
                 .lock()
                 .map(|mut c| c.fail("media socket handshake failed"))
                 .ok();
-            events
-                .post(&id, Some(&target), Leg::Websocket, "failed", Map::new())
-                .await;
-            events
-                .post(&id, None, Leg::Caller, "completed", Map::new())
-                .await;
+            events.post_call_end(&id, &target, "failed").await;
             return;
         }
     };
@@ -526,12 +521,7 @@ async fn one_call(sh: &Shared) {
             )
             .await;
     }
-    events
-        .post(&id, Some(&target), Leg::Websocket, "completed", Map::new())
-        .await;
-    events
-        .post(&id, None, Leg::Caller, "completed", Map::new())
-        .await;
+    events.post_call_end(&id, &target, "completed").await;
     if let Ok(mut v) = sh.first_reply.lock() {
         v.extend_from_slice(&obs.first_reply);
     }

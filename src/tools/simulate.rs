@@ -301,12 +301,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<SimulationReport, ToolError
     let mut ws = match vonage_side::connect_media(&target, &auth).await {
         Ok(ws) => ws,
         Err(e) => {
-            events
-                .post(&id, Some(&target), Leg::Websocket, "failed", Map::new())
-                .await;
-            events
-                .post(&id, None, Leg::Caller, "completed", Map::new())
-                .await;
+            events.post_call_end(&id, &target, "failed").await;
             return Err(e.into());
         }
     };
@@ -384,12 +379,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<SimulationReport, ToolError
             );
         }
     }
-    events
-        .post(&id, Some(&target), Leg::Websocket, "completed", Map::new())
-        .await;
-    events
-        .post(&id, None, Leg::Caller, "completed", Map::new())
-        .await;
+    events.post_call_end(&id, &target, "completed").await;
 
     rep.frames_sent = c.frames_sent;
     rep.frames_received = c.frames_received;

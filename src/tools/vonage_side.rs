@@ -862,6 +862,20 @@ impl EventPoster {
         self.ws_url = url.and_then(|u| PlainUrl::parse(u).ok());
     }
 
+    /// The end of a call: the websocket leg's `ws_status` (`completed`, or `failed` when the
+    /// socket never opened), then the caller leg's `completed`.
+    pub async fn post_call_end(
+        &mut self,
+        id: &CallIdentity,
+        target: &MediaTarget,
+        ws_status: &str,
+    ) {
+        self.post(id, Some(target), Leg::Websocket, ws_status, Map::new())
+            .await;
+        self.post(id, None, Leg::Caller, "completed", Map::new())
+            .await;
+    }
+
     /// Posts one status event for `leg`; returns the response body if it was an NCCO.
     pub async fn post(
         &mut self,
