@@ -187,14 +187,17 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         instance = %shared.instance,
         "shared state"
     );
-    // One call through a throwaway instance, so the code only calls reach is paged in too.
-    let replied = warmup::loopback_call(&config).await;
-    tracing::debug!(replied, "warm-up call done");
-    let state = state_with_call_control(config, agent, shared)?;
+    // Bound before the warm-up call: a port in use fails at once, and a webhook or socket that
+    // arrives during the warm-up (a restart under traffic, a load test started with the server)
+    // waits in the listen backlog for a second or two instead of being refused.
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })?;
     let local = listener.local_addr()?;
+    // One call through a throwaway instance, so the code only calls reach is paged in too.
+    let replied = warmup::loopback_call(&config).await;
+    tracing::debug!(replied, "warm-up call done");
+    let state = state_with_call_control(config, agent, shared)?;
     println!("listening on http://{local}");
     print_setup_hint(state.config(), local);
     serve(listener, state, shutdown_signal()).await?;

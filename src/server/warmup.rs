@@ -17,8 +17,9 @@
 //! the first call paged in ~0.8 MiB of file-backed memory that stayed resident for good and
 //! looked like memory the calls had kept.
 //!
-//! Not real-time: runs once, before the listener is bound (~1 ms per rate for the sessions,
-//! ~2 s for the loopback call).
+//! Not real-time: runs once at start-up (~1 ms per rate for the sessions, ~2 s for the loopback
+//! call), after the listener is bound and before it accepts: connections that come early wait
+//! in its backlog.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
