@@ -31,7 +31,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Map;
 
-use super::simulate::{ToolError, parse_duration};
+use super::simulate::{READY_WAIT, ToolError, parse_duration, wait_until_ready};
 use super::vonage_side::{
     self, AuthSettings, CallIdentity, CallObserver, CallerScript, EventPoster, HttpPool, Leg,
     MediaEnd, MediaReport, PlainUrl, StopRule, run_media,
@@ -551,34 +551,6 @@ async fn one_call(sh: &Shared) {
     }
 }
 
-/// How long the load test waits for the server to answer `GET /readyz` before starting: a
-/// server started together with the load test binds its port at once but takes a second or two
-/// (its warm-up call) before it serves.
-const READY_WAIT: Duration = Duration::from_secs(20);
-
-/// Polls `GET /readyz` until it answers 200 or `wait` has passed. Anything else the server says
-/// (503 draining or full, a 404 from something that is not voicegate) is reported as it is, once
-/// `wait` is up: the calls would fail on it.
-async fn wait_until_ready(authority: &str, wait: Duration) -> Result<(), ToolError> {
-    let deadline = Instant::now() + wait;
-    let mut client = vonage_side::HttpClient::new(authority);
-    loop {
-        let last = match client.request("GET", "/readyz", None).await {
-            Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => format!("GET /readyz answered {}", r.status),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "the server at {authority} is not ready after {} s: {last}",
-                wait.as_secs()
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Runs the load test and returns the report.
 pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
     if args.calls == 0 {
@@ -870,61 +842,6 @@ mod tests {
             }
         );
         assert_eq!(p50p95(&mut []), P50P95::default());
-    }
-
-    /// A listener that is bound but serves nothing for a while, then answers `/readyz` with
-    /// `status`, one connection at a time.
-    async fn late_server(delay: Duration, status: u16) -> String {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    return;
-                };
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let body = if status == 200 {
-                    "ready\n"
-                } else {
-                    "draining\n"
-                };
-                let r = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(r.as_bytes()).await;
-            }
-        });
-        addr
-    }
-
-    #[tokio::test]
-    async fn waits_for_a_server_that_is_still_warming_up() {
-        let addr = late_server(Duration::from_millis(300), 200).await;
-        wait_until_ready(&addr, Duration::from_secs(10))
-            .await
-            .expect("ready once it serves");
-    }
-
-    #[tokio::test]
-    async fn gives_up_on_a_server_that_never_gets_ready() {
-        let addr = late_server(Duration::ZERO, 503).await;
-        let e = wait_until_ready(&addr, Duration::from_millis(300))
-            .await
-            .expect_err("503 is not ready");
-        assert!(e.to_string().contains("503"), "{e}");
-        // Nothing listening at all: refused, reported with the address.
-        let free = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let e = wait_until_ready(&free, Duration::from_millis(200))
-            .await
-            .expect_err("nothing listens");
-        assert!(e.to_string().contains(&free), "{e}");
     }
 
     #[test]
