@@ -247,16 +247,17 @@ fn caller_samples(args: &SimulateArgs, rate: SampleRate) -> Result<Vec<i16>, Too
 /// two (its warm-up call) before it serves.
 pub const READY_WAIT: Duration = Duration::from_secs(20);
 
-/// Polls `GET /readyz` until it answers 200 or `wait` has passed. Anything else the server says
-/// (503 draining or full, a 404 from something that is not voicegate) is reported as it is, once
-/// `wait` is up: the calls would fail on it.
+/// Polls `GET /readyz` until the server answers with anything but 503, or `wait` has passed.
+/// Any answer means it serves (a webhook server other than voicegate may have no `/readyz`
+/// and say 404); 503 is voicegate draining or full, and is reported as such once `wait` is up,
+/// as is a connection that keeps failing.
 pub async fn wait_until_ready(authority: &str, wait: Duration) -> Result<(), ToolError> {
     let deadline = Instant::now() + wait;
     let mut client = vonage_side::HttpClient::new(authority);
     loop {
         let last = match client.request("GET", "/readyz", None).await {
-            Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => format!("GET /readyz answered {}", r.status),
+            Ok(r) if r.status != 503 => return Ok(()),
+            Ok(_) => "GET /readyz answered 503 (draining or at --max-calls)".to_owned(),
             Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {
@@ -558,11 +559,7 @@ mod tests {
                 };
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
-                let body = if status == 200 {
-                    "ready\n"
-                } else {
-                    "draining\n"
-                };
+                let body = if status == 503 { "draining\n" } else { "ok\n" };
                 let r = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -579,6 +576,11 @@ mod tests {
         wait_until_ready(&addr, Duration::from_secs(10))
             .await
             .expect("ready once it serves");
+        // Not voicegate: no `/readyz`, but it serves.
+        let addr = late_server(Duration::ZERO, 404).await;
+        wait_until_ready(&addr, Duration::from_secs(10))
+            .await
+            .expect("a 404 is a server that serves");
     }
 
     #[tokio::test]
