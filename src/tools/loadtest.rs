@@ -557,6 +557,8 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
         return Err("--calls must be at least 1".into());
     }
     let server = PlainUrl::parse(&args.server)?;
+    // Before anything looks at the server: its pid is found by the port it listens on.
+    wait_until_ready(&server.authority(), READY_WAIT).await?;
     let total = args.total.unwrap_or(args.calls).max(args.calls);
     let (mono, from) = vonage_side::read_wav_mono(&args.wav)
         .map_err(|e| format!("cannot read {}: {e}", args.wav.display()))?;
@@ -603,7 +605,6 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
         active: AtomicUsize::new(0),
     });
 
-    wait_until_ready(&sh.server.authority(), READY_WAIT).await?;
     let gen0 = proc_sample("self");
     let base = stats.sample().await;
     let start = Instant::now();
