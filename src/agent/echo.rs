@@ -413,21 +413,21 @@ fn pack_block(x: &[i16; BLOCK], out: &mut [u8; MAX_BLOCK_BYTES]) -> usize {
     let mut o = 5;
     let mut acc = 0u64;
     let mut bits = 0u32;
+    // Four bytes at a time (fewer than 32 bits wait in `acc`, plus one residual of at most 18:
+    // within 64); the stream is the same as byte by byte, little-endian, least bits first.
     for &z in &zz {
         acc |= u64::from(z) << bits;
         bits += width;
-        while bits >= 8 {
-            out[o] = acc as u8;
-            o += 1;
-            acc >>= 8;
-            bits -= 8;
+        if bits >= 32 {
+            out[o..o + 4].copy_from_slice(&(acc as u32).to_le_bytes());
+            o += 4;
+            acc >>= 32;
+            bits -= 32;
         }
     }
-    if bits > 0 {
-        out[o] = acc as u8;
-        o += 1;
-    }
-    o
+    let rest = bits.div_ceil(8) as usize;
+    out[o..o + rest].copy_from_slice(&acc.to_le_bytes()[..rest]);
+    o + rest
 }
 
 /// Unpacks one block written by [`pack_block`].
@@ -436,14 +436,21 @@ fn unpack_block(packed: &[u8], x: &mut [i16; BLOCK]) {
     x[0] = i16::from_le_bytes([packed[1], packed[2]]);
     x[1] = i16::from_le_bytes([packed[3], packed[4]]);
     let mask = (1u64 << width) - 1;
-    let mut bytes = packed[5..].iter();
+    let data = &packed[5..];
+    let mut pos = 0;
     let mut acc = 0u64;
     let mut bits = 0u32;
     let (mut p2, mut p1) = (i32::from(x[0]), i32::from(x[1]));
     for s in &mut x[2..] {
-        while bits < width {
-            acc |= u64::from(bytes.next().copied().unwrap_or(0)) << bits;
-            bits += 8;
+        if bits < width {
+            // Four bytes at a time (fewer than 18 bits left plus 32: within 64); past the end
+            // of the block, zeros.
+            let mut word = [0u8; 4];
+            let take = (data.len() - pos).min(4);
+            word[..take].copy_from_slice(&data[pos..pos + take]);
+            pos += take;
+            acc |= u64::from(u32::from_le_bytes(word)) << bits;
+            bits += 32;
         }
         let z = (acc & mask) as u32;
         acc >>= width;

@@ -166,8 +166,14 @@ pub fn mean_power(samples: &[i16]) -> f32 {
     if samples.is_empty() {
         return 0.0;
     }
-    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    (sum / samples.len() as f64 / (32_768.0 * 32_768.0)) as f32
+    // In integers: a square is at most 2³⁰, so the sum is exact (and vectorises, where a
+    // floating-point sum must keep its order); as `f64` it is the same value the float sum gave
+    // for any frame (exact below 2⁵³, i.e. for up to 8 Mi samples).
+    let sum: u64 = samples
+        .iter()
+        .map(|&s| u64::from(i32::from(s).unsigned_abs().pow(2)))
+        .sum();
+    (sum as f64 / samples.len() as f64 / (32_768.0 * 32_768.0)) as f32
 }
 
 /// Converts a normalised mean power to dBFS, clamped at [`SILENCE_DBFS`].

