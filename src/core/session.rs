@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::audio::{
     FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
+    mean_power, power_to_dbfs,
 };
 use super::bargein::{BargeInDetector, Evidence, Verdict, band_excess_db, unexplained_dbfs};
 use super::chunker::Chunker;
@@ -483,7 +484,8 @@ impl Session {
     }
 
     fn process_caller_frame(&mut self, now: Instant, n: usize) {
-        let level = level_dbfs(&self.frame[..n]);
+        let power = mean_power(&self.frame[..n]);
+        let level = power_to_dbfs(power);
 
         // What the caller heard from us during this frame: the echo reference.
         let mut played = SILENCE_DBFS;
@@ -510,7 +512,7 @@ impl Session {
         let bands = self.bands_in.analyse(&self.frame[..n]);
         let band_noise = *self.band_noise.update(&bands);
         // A DTMF tone pair is never the caller talking (and a tone's last partial frame neither).
-        self.tone.detect(&self.frame[..n]);
+        self.tone.detect_with_power(&self.frame[..n], power);
         let tonal = self.tone.is_tonal();
         let (snr_min, margin) = (self.config.snr_min_db, self.config.bargein.echo_margin_db);
         let mut echo_k = [0.0f32; super::spectrum::BANDS];

@@ -17,7 +17,7 @@
 
 use std::f32::consts::PI;
 
-use super::audio::SampleRate;
+use super::audio::{SampleRate, mean_power};
 use super::dtmf::DtmfDigit;
 
 /// Row frequencies of the DTMF matrix, Hz.
@@ -69,7 +69,13 @@ impl ToneDetector {
 
     /// Analyses one frame; returns the key whose tones fill it, if any.
     pub fn detect(&mut self, frame: &[i16]) -> Option<DtmfDigit> {
-        let key = self.key_in(frame);
+        self.detect_with_power(frame, mean_power(frame))
+    }
+
+    /// [`detect`](Self::detect) for a caller that has the frame's [`mean_power`] already (the
+    /// session measures every frame's level): the frame is not summed a second time.
+    pub fn detect_with_power(&mut self, frame: &[i16], power: f32) -> Option<DtmfDigit> {
+        let key = self.key_in(frame, power);
         if key.is_some() {
             self.hold = 1;
             self.last = key;
@@ -86,24 +92,16 @@ impl ToneDetector {
         self.last.is_some()
     }
 
-    fn key_in(&self, frame: &[i16]) -> Option<DtmfDigit> {
+    fn key_in(&self, frame: &[i16], power: f32) -> Option<DtmfDigit> {
         let n = frame.len();
-        if n == 0 {
+        // A quiet frame (the caller silent while the bot talks, most of a call) skips the
+        // eight filters.
+        if n == 0 || power < MIN_POWER {
             return None;
         }
         let scale = 1.0 / 32_768.0;
-        // The energy first (one quick pass): a quiet frame (the caller silent while the bot
-        // talks, most of a call) skips the eight filters.
-        let energy = frame
-            .iter()
-            .map(|&x| {
-                let x = f32::from(x) * scale;
-                x * x
-            })
-            .fold(0.0f32, |e, x2| e + x2);
-        if energy / (n as f32) < MIN_POWER {
-            return None;
-        }
+        // In the units of the filters' output: the sum of the squared normalised samples.
+        let energy = power * n as f32;
         let mut s1 = [0.0f32; 8];
         let mut s2 = [0.0f32; 8];
         for &x in frame {
