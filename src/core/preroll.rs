@@ -1,4 +1,4 @@
-//! The pre-roll ring: the last few hundred milliseconds of caller audio at the agent rate, kept
+//! The pre-roll ring: the last few hundred milliseconds of caller audio at the call rate, kept
 //! while nobody speaks so that an utterance reaches the agent with its first syllable (VAD onset
 //! is always a little late).
 //!

@@ -319,7 +319,7 @@ impl Session {
                 super::vad::frames_of(config.bargein.resume_rewind) as usize,
                 call.frame_samples() * 2,
             ),
-            preroll: Preroll::new(samples_in(agent, config.preroll)),
+            preroll: Preroll::new(preroll_samples(call, config.preroll)),
             stream_pos: 0,
             utterance_start_pos: 0,
             last_features: FrameFeatures {
@@ -546,11 +546,6 @@ impl Session {
         self.last_caller = caller;
         self.last_excess_db = excess_db;
 
-        // Caller audio to the agent's rate.
-        let m = self
-            .to_agent
-            .process_frame(&self.frame[..n], &mut self.agent_frame);
-
         // Hysteresis: inside an utterance a weaker frame still continues it (word endings and
         // fricatives sit close to the noise), so the end of turn is timed from the real end of
         // speech rather than from the last loud syllable.
@@ -576,10 +571,10 @@ impl Session {
                 if self.config.forward == Forward::Speech {
                     self.utterance_start_pos = self.stream_pos;
                     self.flush_preroll();
-                    self.push_agent_audio(m);
+                    self.forward_frame(n);
                 } else {
+                    let m = self.forward_frame(n);
                     let back = u64::from(onset_frames_ago) * m as u64;
-                    self.push_agent_audio(m);
                     self.utterance_start_pos = self.stream_pos.saturating_sub(back + m as u64);
                 }
                 let stream_pos = self.utterance_start_pos;
@@ -594,7 +589,7 @@ impl Session {
                     self.rearm_after_utterance = false;
                     self.bargein.rearm();
                 }
-                self.push_agent_audio(m);
+                self.forward_frame(n);
                 let duration = FRAME * speech_frames;
                 let stream_pos = self.stream_pos;
                 self.push_event(Event::SpeechEnded {
@@ -605,9 +600,11 @@ impl Session {
             }
             None => {
                 if self.config.forward == Forward::All || self.speech.is_in_utterance() {
-                    self.push_agent_audio(m);
+                    self.forward_frame(n);
                 } else {
-                    self.preroll.push(&self.agent_frame[..m]);
+                    // Kept at the call rate, not resampled: most of a call is silence, and the
+                    // pre-roll is resampled only if an utterance starts.
+                    self.preroll.push(&self.frame[..n]);
                 }
             }
         }
@@ -695,24 +692,35 @@ impl Session {
         });
     }
 
+    /// An utterance starts (speech-only forwarding): its pre-roll goes to the agent, resampled
+    /// now, frame by frame, by a resampler that starts afresh (it last ran at the end of the
+    /// previous utterance, seconds ago). Up to `preroll / 20 ms` frames through the resampler at
+    /// once (12 by default, ~30 µs at 16 → 24 kHz), on this one frame.
     fn flush_preroll(&mut self) {
+        self.to_agent.reset();
+        let f = self.call_rate.frame_samples();
         let (a, b) = self.preroll.as_slices();
-        let mut written = 0u64;
-        let mut dropped = 0u64;
-        for part in [a, b] {
-            let (pushed, rest) = self.ends.inbound.push_partial_slice(part);
-            written += pushed.len() as u64;
-            dropped += rest.len() as u64;
+        // The ring holds whole frames (its capacity is a whole number of them and every push is
+        // one), so both slices split on frame boundaries.
+        for frame in a.chunks_exact(f).chain(b.chunks_exact(f)) {
+            let m = self.to_agent.process_frame(frame, &mut self.agent_frame);
+            let (pushed, rest) = self.ends.inbound.push_partial_slice(&self.agent_frame[..m]);
+            self.stream_pos += pushed.len() as u64;
+            self.stats.agent_samples_dropped += rest.len() as u64;
         }
-        self.stream_pos += written;
-        self.stats.agent_samples_dropped += dropped;
         self.preroll.clear();
     }
 
-    fn push_agent_audio(&mut self, m: usize) {
+    /// The caller frame in `self.frame[..n]`, resampled to the agent's rate, into the ring.
+    /// Returns the agent-rate samples it made.
+    fn forward_frame(&mut self, n: usize) -> usize {
+        let m = self
+            .to_agent
+            .process_frame(&self.frame[..n], &mut self.agent_frame);
         let (pushed, rest) = self.ends.inbound.push_partial_slice(&self.agent_frame[..m]);
         self.stream_pos += pushed.len() as u64;
         self.stats.agent_samples_dropped += rest.len() as u64;
+        m
     }
 
     /// Handles one text message from Vonage.
@@ -1188,6 +1196,13 @@ impl Session {
 }
 
 /// Samples of `d` at `rate`, at least one frame.
+/// The pre-roll ring's size: `d` at the call rate, rounded up to whole frames (the ring is
+/// resampled frame by frame when an utterance starts).
+fn preroll_samples(call: SampleRate, d: Duration) -> usize {
+    let frames = d.as_millis().div_ceil(FRAME.as_millis()) as usize;
+    frames * call.frame_samples()
+}
+
 fn samples_in(rate: SampleRate, d: Duration) -> usize {
     ((u128::from(rate.hz()) * d.as_millis() / 1_000) as usize).max(rate.frame_samples())
 }
