@@ -184,6 +184,15 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let idle_sleep = tokio::time::sleep(idle);
     tokio::pin!(idle_sleep);
     let mut next_flush = now() + FLUSH_EVERY;
+    // The deadline `sleep` is armed for: re-armed only when the next frame's deadline moves.
+    let mut armed: Option<Instant> = None;
+    // Waits kept across iterations and re-created only once they complete: made anew on each
+    // pass, every caller frame would register and unregister a waiter on both (a lock each).
+    let mut end_rx = guard.end_signal().clone();
+    let ended = end_rx.changed();
+    tokio::pin!(ended);
+    let flushed = flush.notified();
+    tokio::pin!(flushed);
     let reason = loop {
         if let Err(r) = d.drain(&mut ws).await {
             break r;
@@ -200,12 +209,15 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
         } else {
             None
         };
-        if let Some(due) = deadline {
+        if let Some(due) = deadline
+            && armed != Some(due)
+        {
             sleep.as_mut().reset(due.into());
+            armed = Some(due);
         }
         tokio::select! {
             biased;
-            _ = guard.end_signal().changed() => {
+            _ = &mut ended => {
                 break guard.end_signal().borrow().unwrap_or(EndReason::CallCompleted);
             }
             msg = ws.recv() => match msg {
@@ -244,7 +256,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
             // The agent wrote audio or a marker. Only needed while no frame is scheduled: with
             // the pacing timer armed, the next due frame picks it up (one wake-up per frame
             // fewer while the agent streams; an `interrupt` waits at most one frame).
-            () = flush.notified(), if deadline.is_none() => {}
+            () = &mut flushed, if deadline.is_none() => flushed.set(flush.notified()),
             res = &mut agent_task, if agent_running => {
                 agent_running = false;
                 match res {
