@@ -1195,7 +1195,6 @@ impl Session {
     }
 }
 
-/// Samples of `d` at `rate`, at least one frame.
 /// The pre-roll ring's size: `d` at the call rate, rounded up to whole frames (the ring is
 /// resampled frame by frame when an utterance starts).
 fn preroll_samples(call: SampleRate, d: Duration) -> usize {
@@ -1203,6 +1202,7 @@ fn preroll_samples(call: SampleRate, d: Duration) -> usize {
     frames * call.frame_samples()
 }
 
+/// Samples of `d` at `rate`, at least one frame.
 fn samples_in(rate: SampleRate, d: Duration) -> usize {
     ((u128::from(rate.hz()) * d.as_millis() / 1_000) as usize).max(rate.frame_samples())
 }
