@@ -184,8 +184,6 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let idle_sleep = tokio::time::sleep(idle);
     tokio::pin!(idle_sleep);
     let mut next_flush = now() + FLUSH_EVERY;
-    // The deadline `sleep` is armed for: re-armed only when the next frame's deadline moves.
-    let mut armed: Option<Instant> = None;
     // Waits kept across iterations and re-created only once they complete: made anew on each
     // pass, every caller frame would register and unregister a waiter on both (a lock each).
     let mut end_rx = guard.end_signal().clone();
@@ -209,11 +207,11 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
         } else {
             None
         };
-        if let Some(due) = deadline
-            && armed != Some(due)
+        // Re-armed only when the next frame's deadline moves.
+        if let Some(due) = deadline.map(tokio::time::Instant::from_std)
+            && sleep.deadline() != due
         {
-            sleep.as_mut().reset(due.into());
-            armed = Some(due);
+            sleep.as_mut().reset(due);
         }
         tokio::select! {
             biased;
