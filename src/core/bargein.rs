@@ -199,8 +199,8 @@ const CHAIN_GAP_FRAMES: u32 = 15;
 /// Only an episode with at least this much voiced caller speech (frames) carries on into the
 /// next: a lone blip of babble or echo is not a caller pausing between words.
 const CHAIN_MIN_SPEECH: u32 = 3;
-/// Frames (160 ms) over which a voice must come back near its loudest to be confirmed: between
-/// two syllables it does; an impulse's ringing tail decays for good.
+/// Frames (160 ms) over which a voice must come back near its loudest to be confirmed, or to
+/// keep its suspicion: between two syllables it does; an impulse's ringing tail decays for good.
 const RECENT_FRAMES: usize = 8;
 /// How far under the episode's loudest frame the last [`RECENT_FRAMES`] may all stay, dB.
 const SUSTAIN_DB: f32 = 15.0;
@@ -249,8 +249,9 @@ impl BargeInDetector {
 
     /// [`update`](Self::update) with the whole [`Evidence`]. The confirmation length counts from
     /// the first voiced frame as loud as a caller near the phone; an episode that reaches it
-    /// without the swings of a voice (`modulated`), or whose sound has died down far below its
-    /// peak (the ringing tail of a door or a dropped object), is released, not confirmed.
+    /// without the swings of a voice (`modulated`) is released, not confirmed, and so is one
+    /// whose sound has died down far below its peak for a whole sustain window (the ringing tail
+    /// of a door or a dropped object), as soon as that shows.
     pub fn update_with(&mut self, evidence: Evidence, bot_playing: bool) -> Verdict {
         let Evidence {
             energy,
@@ -296,9 +297,13 @@ impl BargeInDetector {
                 && n >= self.confirm_frames / CONFIRM_VOICED_SHARE;
             let recent = self.recent.iter().copied().fold(SILENCE_DBFS, f32::max);
             let sustained = recent >= peak_dbfs - SUSTAIN_DB;
-            if long_enough && (!modulated || !sustained) {
-                // As long as a real interruption, but steady (music, a hum) or dying away (an
-                // impulse's ringing tail).
+            // Dying away: the whole sustain window is this episode's and all of it stayed far
+            // under the episode's loudest frame. A voice comes back near its loudest between
+            // syllables; an impulse's ringing tail (a door, a cough) decays for good, and is
+            // released as soon as that shows, not only once it lasts the confirmation length.
+            let dying = !sustained && frames >= RECENT_FRAMES as u32;
+            if dying || (long_enough && !modulated) {
+                // Steady for as long as a real interruption (music, a hum), or dying away.
                 self.stage = Stage::Watching;
                 self.reset_run();
                 self.since_release = u32::MAX;
@@ -629,6 +634,16 @@ mod tests {
         assert!(
             !verdicts.iter().any(|v| matches!(v, Verdict::Confirm(_))),
             "{verdicts:?}"
+        );
+        // Released once the sustain window has all stayed 15 dB under the peak (frame 15 here),
+        // not only at the confirmation length: the caller hears the bot again sooner.
+        let confirm_frames = frames_of(BargeInConfig::default().confirm) as usize;
+        let released = verdicts
+            .iter()
+            .position(|v| matches!(v, Verdict::Release { .. }));
+        assert!(
+            released.is_some_and(|k| k < confirm_frames),
+            "released at {released:?}, confirmation after {confirm_frames}: {verdicts:?}"
         );
         // A voice: syllables every 200 ms, 15 dB dips between them.
         let mut d = BargeInDetector::new(&BargeInConfig::default());
