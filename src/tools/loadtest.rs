@@ -277,27 +277,6 @@ pub fn proc_sample(pid: &str) -> Option<ProcSample> {
     Some(ProcSample { cpu_s, rss_kib })
 }
 
-/// Refuses a `--server-pid` that is not the process listening on a loopback `--server`'s port:
-/// its CPU and RSS would be reported for a server that is not the one under test (a stale
-/// server left on the port by an earlier run, or a wrapper such as `heaptrack` instead of the
-/// server it started). Nothing is checked when the listener cannot be seen (another user's
-/// process, another network namespace, a remote server).
-fn check_server_pid(server_pid: Option<u32>, server: &PlainUrl) -> Result<(), ToolError> {
-    let Some(pid) = server_pid.filter(|_| server.is_loopback()) else {
-        return Ok(());
-    };
-    match find_listener_pid(server.port) {
-        Some(listener) if listener != pid => Err(format!(
-            "--server-pid {pid}: port {} is served by pid {listener}, not {pid} (a server \
-             left over from an earlier run, or the pid of a wrapper?); its CPU and RSS would \
-             be the wrong process's",
-            server.port
-        )
-        .into()),
-        _ => Ok(()),
-    }
-}
-
 /// The pid of the process listening on TCP `port` on this host, from /proc/net/tcp{,6} and
 /// the /proc/PID/fd links. `None` when not found or not permitted.
 pub fn find_listener_pid(port: u16) -> Option<u32> {
@@ -590,15 +569,28 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
         s.looped = true;
         Some(Arc::new(s))
     };
-    check_server_pid(args.server_pid, &server)?;
-    let stats = match args.server_pid {
-        Some(pid) => ServerStats::Proc(pid),
-        None if server.is_loopback() => match find_listener_pid(server.port) {
-            Some(pid) if pid != std::process::id() => ServerStats::Proc(pid),
-            Some(_) => ServerStats::None, // in-process server: /proc would measure us too
-            None => ServerStats::Metrics(server.authority()),
-        },
-        None => ServerStats::Metrics(server.authority()),
+    // The process listening on a loopback server's port, when /proc shows it (not for another
+    // user's process, another network namespace, or a remote server).
+    let listener = server
+        .is_loopback()
+        .then(|| find_listener_pid(server.port))
+        .flatten();
+    let stats = match (args.server_pid, listener) {
+        // A stale server left on the port by an earlier run, or a wrapper such as `heaptrack`
+        // instead of the server it started: its CPU and RSS would be reported as the server's.
+        (Some(pid), Some(l)) if l != pid => {
+            return Err(format!(
+                "--server-pid {pid}: port {} is served by pid {l}, not {pid} (a server left \
+                 over from an earlier run, or the pid of a wrapper?); its CPU and RSS would be \
+                 the wrong process's",
+                server.port
+            )
+            .into());
+        }
+        (Some(pid), _) => ServerStats::Proc(pid),
+        (None, Some(l)) if l != std::process::id() => ServerStats::Proc(l),
+        (None, Some(_)) => ServerStats::None, // in-process server: /proc would measure us too
+        (None, None) => ServerStats::Metrics(server.authority()),
     };
     let sh = Arc::new(Shared {
         webhooks: Arc::new(HttpPool::new(server.authority())),
