@@ -8,8 +8,12 @@
 //! samples it was sent between. The adapter stops reading its socket while
 //! [`Backlog::has_room`] is false: TCP then slows the agent down, and nothing is dropped.
 //!
-//! Real-time: no allocation once the buffer has grown to its working size (it grows with the
-//! largest burst, up to the high-water mark plus one message).
+//! Memory: the buffer grows with the largest burst, doubling up to the high-water mark and exactly
+//! beyond it, so it never holds more than the high-water mark plus one message (a doubling
+//! `VecDeque` would overshoot by up to half again, and never shrinks). An agent that streams at
+//! about real time keeps it small; one that sends a whole reply at once fills it once.
+//!
+//! Real-time: no allocation once the buffer has grown to its working size.
 
 use std::collections::VecDeque;
 
@@ -108,9 +112,21 @@ impl Backlog {
         self.head + self.samples.len() as u64
     }
 
+    /// Room for `n` more samples: doubling while under the high-water mark, exact beyond it.
+    fn reserve(&mut self, n: usize) {
+        let len = self.samples.len();
+        let cap = self.samples.capacity();
+        if len + n <= cap {
+            return;
+        }
+        let target = (len + n).max(cap.saturating_mul(2).min(self.high_water));
+        self.samples.reserve_exact(target - len);
+    }
+
     /// Appends audio given as L16 little-endian bytes; a trailing odd byte is ignored (callers
     /// reject odd lengths first).
     pub fn push_le_bytes(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len() / 2);
         self.samples.extend(
             bytes
                 .chunks_exact(2)
@@ -120,6 +136,7 @@ impl Backlog {
 
     /// Appends samples.
     pub fn push_samples(&mut self, samples: &[i16]) {
+        self.reserve(samples.len());
         self.samples.extend(samples.iter().copied());
     }
 
@@ -292,6 +309,27 @@ mod tests {
         b.clear();
         assert!(b.is_empty());
         assert!(b.has_room());
+    }
+
+    #[test]
+    fn the_buffer_never_grows_past_the_high_water_mark_plus_one_message() {
+        // An agent sending a whole reply at once, 2 048 samples a message, into the bridge's
+        // 2 s backlog at 24 kHz: read while there is room, as the adapters do.
+        let (high_water, message) = (48_000, 2_048);
+        let mut b = Backlog::new(high_water);
+        let mut pushed = 0;
+        while b.has_room() {
+            b.push_samples(&vec![1; message]);
+            pushed += message;
+        }
+        assert_eq!(b.samples(), pushed);
+        let cap = b.samples.capacity();
+        assert!(
+            (pushed..high_water + message).contains(&cap),
+            "capacity {cap} for {pushed} samples waiting (high-water mark {high_water})"
+        );
+        // A doubling buffer would have grown to 65 536 here.
+        assert!(cap < 65_536, "capacity {cap}");
     }
 
     #[test]
