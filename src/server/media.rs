@@ -129,7 +129,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     {
         Ok(h) => h,
         Err(()) => {
-            CallMetrics::default().flush(st.metrics(), session.stats());
+            CallMetrics::new(st.metrics()).flush(st.metrics(), session.stats());
             return;
         }
     };
@@ -172,7 +172,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
         ev_tx,
         wake: wake.clone(),
         st: st.clone(),
-        call_metrics: CallMetrics::default(),
+        call_metrics: CallMetrics::new(st.metrics()),
         warnings: 0,
         last_audio: tokio::time::Instant::now(),
     };
@@ -238,7 +238,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
             },
             () = &mut sleep, if deadline.is_some() => {
                 if let Some(due) = deadline {
-                    st.metrics().observe_lateness(now().saturating_duration_since(due));
+                    d.call_metrics.observe_lateness(now().saturating_duration_since(due));
                 }
             }
             () = &mut idle_sleep => {
@@ -486,8 +486,7 @@ impl Driver {
         if self.session.agent_stream_pos() != before {
             self.wake.notify_one();
         }
-        self.st
-            .metrics()
+        self.call_metrics
             .observe_frame(now().saturating_duration_since(t0));
     }
 

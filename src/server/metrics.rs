@@ -3,11 +3,11 @@
 //! Per-call counters live in the session's plain [`Stats`](crate::core::stats::Stats); the
 //! media task adds their deltas to the shared counters here every second and when the call ends
 //! ([`CallMetrics::flush`]), so the per-frame path touches no shared counter. The two per-frame
-//! histograms are observed directly (a short uncontended lock inside prometheus-client, no
-//! allocation).
+//! histograms work the same way: each call counts into its own [`LocalHistogram`]s and the flush
+//! adds them to the shared ones (see [`super::histogram`]: no lock, no atomic per frame).
 //!
-//! Not real-time, except [`Metrics::observe_frame`] and [`Metrics::observe_lateness`], which
-//! allocate nothing.
+//! Not real-time, except [`CallMetrics::observe_frame`] and [`CallMetrics::observe_lateness`],
+//! which allocate nothing, lock nothing and write nothing shared.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::histogram::{Histogram, LocalHistogram};
 use super::shared::StateOp;
 use crate::agent::metrics::AgentMetrics;
 use crate::core::stats::Stats;
@@ -223,9 +223,9 @@ impl Metrics {
             redis_errors: Family::default(),
             remote_ends: Counter::default(),
             // 10 µs .. ~20 ms
-            frame_processing: Histogram::new(exponential_buckets(10e-6, 2.0, 12)),
+            frame_processing: Histogram::doubling(Duration::from_micros(10)),
             // 0.5 ms .. ~1 s
-            pacing_lateness: Histogram::new(exponential_buckets(0.5e-3, 2.0, 12)),
+            pacing_lateness: Histogram::doubling(Duration::from_micros(500)),
             agent: AgentMetrics::default(),
         };
         r.register(
@@ -401,16 +401,6 @@ impl Metrics {
         self.redis_errors.get_or_create(&OpLabels { op }).inc();
     }
 
-    /// Records one caller frame's processing time. Allocation-free.
-    pub fn observe_frame(&self, d: Duration) {
-        self.frame_processing.observe(d.as_secs_f64());
-    }
-
-    /// Records how late the pacing timer fired. Allocation-free.
-    pub fn observe_lateness(&self, d: Duration) {
-        self.pacing_lateness.observe(d.as_secs_f64());
-    }
-
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -428,15 +418,41 @@ impl Default for Metrics {
     }
 }
 
-/// One call's view: the last [`Stats`] flushed, so only deltas are added.
-#[derive(Debug, Default)]
+/// One call's view: the last [`Stats`] flushed, so only deltas are added, and its histograms
+/// since the last flush.
+#[derive(Debug)]
 pub struct CallMetrics {
     last: Stats,
+    frame_processing: LocalHistogram,
+    pacing_lateness: LocalHistogram,
 }
 
 impl CallMetrics {
-    /// Adds what changed since the last flush to the shared counters.
+    /// Nothing counted yet, with histograms shaped like `m`'s.
+    pub fn new(m: &Metrics) -> Self {
+        Self {
+            last: Stats::default(),
+            frame_processing: m.frame_processing.local(),
+            pacing_lateness: m.pacing_lateness.local(),
+        }
+    }
+
+    /// Records one caller frame's processing time (`voicegate_frame_processing_seconds` at the
+    /// next flush). Allocation-free, lock-free.
+    pub fn observe_frame(&mut self, d: Duration) {
+        self.frame_processing.observe(d);
+    }
+
+    /// Records how late the pacing timer fired (`voicegate_pacing_lateness_seconds` at the next
+    /// flush). Allocation-free, lock-free.
+    pub fn observe_lateness(&mut self, d: Duration) {
+        self.pacing_lateness.observe(d);
+    }
+
+    /// Adds what changed since the last flush to the shared counters and histograms.
     pub fn flush(&mut self, m: &Metrics, now: &Stats) {
+        m.frame_processing.absorb(&mut self.frame_processing);
+        m.pacing_lateness.absorb(&mut self.pacing_lateness);
         let d = |new: u64, old: u64| new.saturating_sub(old);
         let l = &self.last;
         m.frames_in.inc_by(d(now.frames_in, l.frames_in));

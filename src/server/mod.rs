@@ -28,6 +28,7 @@ pub mod call_control;
 pub mod config;
 pub mod error;
 pub mod heap;
+pub mod histogram;
 pub mod media;
 pub mod media_token;
 pub mod metrics;
