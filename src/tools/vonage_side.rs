@@ -470,13 +470,17 @@ async fn read_response(
                 if let Some(i) = find(buf, b"\r\n") {
                     break i;
                 }
+                if buf.len() > MAX_HTTP_HEAD {
+                    return Err(VonageSideError::BadHttp("chunk size line too long"));
+                }
                 fill(conn, buf).await?;
             };
             let size_text = std::str::from_utf8(&buf[..line_end])
                 .map_err(|_| VonageSideError::BadHttp("bad chunk size"))?;
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| VonageSideError::BadHttp("bad chunk size"))?;
-            if body.len() + size > MAX_HTTP_BODY {
+            // `body` never exceeds the cap, so this cannot wrap (`size` is the peer's number).
+            if size > MAX_HTTP_BODY - body.len() {
                 return Err(VonageSideError::BadHttp("response body too large"));
             }
             while buf.len() < line_end + 2 + size + 2 {
@@ -1369,11 +1373,43 @@ fn speech_marks(audio: &[u8], frame_bytes: usize) -> Vec<u8> {
     marks
 }
 
+/// Longest caller WAV the tools play, seconds.
+pub const MAX_WAV_SECONDS: u32 = 600;
+/// Sample rates the tools accept in a WAV, Hz (the header's number is the file's word).
+pub const WAV_RATES_HZ: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
+/// Why a caller WAV could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WavError {
+    /// hound could not read it.
+    #[error(transparent)]
+    Read(#[from] hound::Error),
+    /// Its header's sample rate is outside [`WAV_RATES_HZ`].
+    #[error("sample rate {0} Hz is outside 1000..=384000 Hz")]
+    Rate(u32),
+    /// It is longer than [`MAX_WAV_SECONDS`].
+    #[error("{seconds} s long; at most {MAX_WAV_SECONDS} s")]
+    TooLong {
+        /// Its length by the header, seconds.
+        seconds: u64,
+    },
+}
+
 /// A WAV file as mono `f32` samples in [-1, 1] at its own rate (channels averaged), any
-/// format hound reads.
-pub fn read_wav_mono(path: &std::path::Path) -> Result<(Vec<f32>, u32), hound::Error> {
+/// format hound reads, at a rate in [`WAV_RATES_HZ`] and at most [`MAX_WAV_SECONDS`] long (both
+/// checked from the header before any sample is read, so a hostile header cannot make the
+/// resampler allocate for hours of audio).
+pub fn read_wav_mono(path: &std::path::Path) -> Result<(Vec<f32>, u32), WavError> {
     let mut r = hound::WavReader::open(path)?;
     let spec = r.spec();
+    if !WAV_RATES_HZ.contains(&spec.sample_rate) {
+        return Err(WavError::Rate(spec.sample_rate));
+    }
+    let seconds = u64::from(r.duration()) / u64::from(spec.sample_rate);
+    if seconds > u64::from(MAX_WAV_SECONDS) {
+        return Err(WavError::TooLong { seconds });
+    }
     let ch = usize::from(spec.channels.max(1));
     let raw: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
@@ -2120,5 +2156,91 @@ mod tests {
             c["payload_hash"],
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    /// Serves `response` once on a local port and returns what a client got from it.
+    fn answer_with(response: &'static [u8]) -> Result<HttpResponse, VonageSideError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut req = [0u8; 1024];
+                let _ = s.read(&mut req).await;
+                let _ = s.write_all(response).await;
+                // Keep the socket open: a client that waits for more must not get an EOF.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+            let mut c = HttpClient::new(addr.to_string());
+            tokio::time::timeout(Duration::from_secs(3), c.request("GET", "/readyz", None))
+                .await
+                .expect("the client gave up in time")
+        })
+    }
+
+    #[test]
+    fn a_hostile_chunked_response_is_a_typed_error() {
+        // A chunk size that would wrap `len + size` past the body cap.
+        let r = answer_with(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nFFFFFFFFFFFFFFFD\r\n",
+        );
+        assert!(
+            matches!(r, Err(VonageSideError::BadHttp("response body too large"))),
+            "{r:?}"
+        );
+        // A chunk-size line that never ends.
+        static LONG: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+            let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            v.extend(std::iter::repeat_n(b'0', 64 * 1024));
+            v
+        });
+        let r = answer_with(LONG.as_slice());
+        assert!(
+            matches!(r, Err(VonageSideError::BadHttp("chunk size line too long"))),
+            "{r:?}"
+        );
+        // A well-formed one still reads.
+        let r = answer_with(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, b"hello");
+    }
+
+    #[test]
+    fn a_wav_header_with_an_absurd_rate_or_length_is_refused_before_reading() {
+        let dir = std::env::temp_dir();
+        let write = |name: &str, rate: u32, frames: u32| {
+            let path = dir.join(format!("voicegate-{name}-{}.wav", std::process::id()));
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w = hound::WavWriter::create(&path, spec).unwrap();
+            for _ in 0..frames {
+                w.write_sample(0i16).unwrap();
+            }
+            w.finalize().unwrap();
+            path
+        };
+        // 2 000 000 samples at 1 Hz: resampled to 16 kHz that was 128 GB.
+        let p = write("rate1", 1, 2_000);
+        assert!(matches!(read_wav_mono(&p), Err(WavError::Rate(1))));
+        let p2 = write("long", 1_000, 1_000 * (MAX_WAV_SECONDS + 1));
+        let e = read_wav_mono(&p2).unwrap_err();
+        assert!(matches!(e, WavError::TooLong { seconds: 601 }), "{e}");
+        assert!(e.to_string().contains("at most 600 s"), "{e}");
+        let p3 = write("ok", 8_000, 800);
+        assert_eq!(read_wav_mono(&p3).unwrap().0.len(), 800);
+        for p in [p, p2, p3] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
