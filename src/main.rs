@@ -48,7 +48,8 @@ struct CallArgs {
     #[arg(long)]
     from: Option<String>,
     /// Put the NCCO in the request (connect straight to the media socket) instead of pointing
-    /// answer_url at our /answer.
+    /// answer_url at our /answer. Needs the running server's --media-token-key: the socket URI
+    /// carries a media token minted here.
     #[arg(long)]
     inline_ncco: bool,
     /// The server flags: keys (--application-id, --private-key), --api-url, --public-url, --rate.

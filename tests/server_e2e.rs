@@ -658,3 +658,58 @@ async fn graceful_shutdown_drains_then_ends_calls() {
         .unwrap();
     assert_eq!(state.active_calls(), 0);
 }
+
+/// `voicegate call --inline-ncco`: the NCCO it sends Vonage connects straight to the media
+/// socket; the running server (its own process, the same `--media-token-key`) must accept it.
+#[tokio::test]
+async fn an_inline_outbound_ncco_is_accepted_by_the_server() {
+    use voicegate::server::call_control::{OutboundNcco, outbound_call};
+    use voicegate::server::config::MediaTokenKeyConfig;
+    let key = || Some(MediaTokenKeyConfig("an inline-ncco test key".into()));
+    let mut server_cfg = config_at(SampleRate::Hz16000);
+    server_cfg.media_token_key = key();
+    let s = start(server_cfg).await;
+    // The `call` process: the same flags, so the same key and public URL.
+    let mut call_cfg = config_at(SampleRate::Hz16000);
+    call_cfg.media_token_key = key();
+    call_cfg.public_url = Some(format!("http://{}", s.addr));
+    let body = outbound_call(&call_cfg, "14155550123", None, OutboundNcco::Inline).unwrap();
+    let v = serde_json::to_value(&body).unwrap();
+    let ep = &v["ncco"][0]["endpoint"][0];
+    let uri = ep["uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with(&format!("ws://{}/voice-stream/out-", s.addr)),
+        "{uri}"
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(uri)
+        .await
+        .expect("the server accepts the inline NCCO's socket");
+    let mut connected = serde_json::Map::new();
+    connected.insert("event".into(), "websocket:connected".into());
+    connected.insert("content-type".into(), ep["content-type"].clone());
+    for (k, v) in ep["headers"].as_object().unwrap() {
+        connected.insert(k.clone(), v.clone());
+    }
+    ws.send(Message::text(Value::Object(connected).to_string()))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        ws.send(Message::binary(vec![0u8; 640])).await.unwrap();
+    }
+    server_support::wait_metric(s.addr, "voicegate_active_calls", 1.0).await;
+    let (_, m) = http_get(s.addr, "/metrics").await;
+    assert_eq!(
+        metric(&m, "voicegate_media_auth_failures_total"),
+        None,
+        "{m}"
+    );
+
+    // Without the server's key the same NCCO is refused at the upgrade.
+    call_cfg.media_token_key = Some(MediaTokenKeyConfig(
+        "some other key, not the server's".into(),
+    ));
+    let body = outbound_call(&call_cfg, "14155550123", None, OutboundNcco::Inline).unwrap();
+    let v = serde_json::to_value(&body).unwrap();
+    let uri = v["ncco"][0]["endpoint"][0]["uri"].as_str().unwrap();
+    assert!(tokio_tungstenite::connect_async(uri).await.is_err());
+}

@@ -20,13 +20,16 @@
 
 use std::sync::{Arc, OnceLock};
 
+use super::auth::unix_now;
 use super::config::ServerConfig;
+use super::media_token::{MEDIA_TOKEN_PARAM, MediaCall, MediaTokens};
 use super::state::{AppState, WeakAppState};
 use crate::agent::{ActionError, AgentAction, BoxFuture, CallControl, CallId};
 use crate::vonage::app_jwt::{AppJwt, AppJwtError};
 use crate::vonage::client::{ClientError, CreateCall, VoiceClient, normalize_number};
 use crate::vonage::ncco::{
-    Action, Connect, Endpoint, EventType, HttpMethod, Ncco, Talk, WebsocketEndpoint,
+    Action, Connect, Endpoint, EventType, HttpMethod, Ncco, Talk, WebsocketAuthorization,
+    WebsocketEndpoint,
 };
 
 /// What callers hear before a transfer connects, unless changed with
@@ -173,6 +176,16 @@ pub enum RestConfigError {
     /// `voicegate call` needs to tell Vonage where this server is.
     #[error("--public-url (VOICEGATE_PUBLIC_URL) is required: Vonage must reach this server")]
     NoPublicUrl,
+    /// `--inline-ncco` puts a media token in the NCCO, which the running server must accept:
+    /// both need the same key.
+    #[error(
+        "--inline-ncco needs --media-token-key (VOICEGATE_MEDIA_TOKEN_KEY), the same as the running \
+         server's: the NCCO carries a media token the server must accept"
+    )]
+    InlineNeedsMediaTokenKey,
+    /// The outbound call's id is not a valid call id (cannot happen with a uuid; kept typed).
+    #[error(transparent)]
+    CallId(#[from] crate::agent::InvalidCallId),
 }
 
 /// The REST client configured by `--application-id`, `--private-key` and `--api-url`; `None`
@@ -242,7 +255,21 @@ pub fn outbound_call(
             c
         }
         OutboundNcco::Inline => {
+            // The socket is accepted only with a media token, as for a call answered by
+            // /answer; the running server checks it with its own key, so this one must match.
+            let key = config
+                .media_token_key
+                .as_ref()
+                .ok_or(RestConfigError::InlineNeedsMediaTokenKey)?;
             let id = format!("out-{}", uuid::Uuid::new_v4());
+            let call_id = CallId::parse(&id)?;
+            let mut media = MediaCall::new(call_id, config.rate);
+            media.to = Some(to.clone());
+            media
+                .extra_headers
+                .insert("direction".into(), "outbound".into());
+            let (token, _) =
+                MediaTokens::new(key.0.as_bytes(), config.media_token_ttl).mint(&media, unix_now());
             let ws_base = if let Some(rest) = base.strip_prefix("https://") {
                 format!("wss://{rest}")
             } else if let Some(rest) = base.strip_prefix("http://") {
@@ -250,11 +277,14 @@ pub fn outbound_call(
             } else {
                 base.to_owned()
             };
-            let endpoint =
-                WebsocketEndpoint::new(format!("{ws_base}/voice-stream/{id}"), config.rate.hz())
-                    .header("call_uuid", id.as_str())
-                    .header("to", to.as_str())
-                    .header("direction", "outbound");
+            let mut endpoint = WebsocketEndpoint::new(
+                format!("{ws_base}/voice-stream/{id}?{MEDIA_TOKEN_PARAM}={token}"),
+                config.rate.hz(),
+            );
+            endpoint.headers = media.endpoint_headers();
+            if config.signed_media_socket {
+                endpoint = endpoint.authorization(WebsocketAuthorization::Vonage);
+            }
             let connect = Connect::new(Endpoint::Websocket(endpoint))
                 .event_type(EventType::Synchronous)
                 .event_url(format!("{base}/events"));
@@ -325,6 +355,9 @@ mod tests {
         assert_eq!(v["answer_url"][0], "https://gateway.example.com/answer");
         assert_eq!(v["answer_method"], "POST");
         assert_eq!(v["event_url"][0], "https://gateway.example.com/events");
+        cfg.media_token_key = Some(super::super::config::MediaTokenKeyConfig(
+            "0123456789abcdef".into(),
+        ));
         let c = outbound_call(&cfg, "14155550123", None, OutboundNcco::Inline).unwrap();
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["random_from_number"], true);
@@ -338,5 +371,41 @@ mod tests {
         );
         assert_eq!(ep["content-type"], "audio/l16;rate=16000");
         assert!(outbound_call(&cfg, "12", None, OutboundNcco::Inline).is_err());
+    }
+
+    #[test]
+    fn an_inline_ncco_carries_a_media_token_the_server_accepts() {
+        let mut cfg = ServerConfig::new();
+        cfg.public_url = Some("https://gateway.example.com".into());
+        assert!(matches!(
+            outbound_call(&cfg, "14155550123", None, OutboundNcco::Inline),
+            Err(RestConfigError::InlineNeedsMediaTokenKey)
+        ));
+        cfg.media_token_key = Some(super::super::config::MediaTokenKeyConfig(
+            "0123456789abcdef".into(),
+        ));
+        let c = outbound_call(&cfg, "14155550123", None, OutboundNcco::Inline).unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        let ep = &v["ncco"][0]["endpoint"][0];
+        let uri = ep["uri"].as_str().unwrap();
+        let token = crate::server::media_token::token_in_uri(uri).expect("a token in the uri");
+        // What the running server holds: the same key, its own instance.
+        let server = MediaTokens::new(b"0123456789abcdef", cfg.media_token_ttl);
+        let claims = server.open(token).expect("the server accepts the token");
+        let id = uri
+            .split("/voice-stream/")
+            .nth(1)
+            .and_then(|r| r.split('?').next())
+            .unwrap();
+        assert_eq!(claims.call.call_id.as_str(), id);
+        assert_eq!(claims.call.to.as_deref(), Some("14155550123"));
+        assert_eq!(ep["headers"]["direction"], "outbound");
+        assert_eq!(ep["headers"]["call_uuid"], id);
+        // Another key does not.
+        assert!(
+            MediaTokens::new(b"another key, 16+ bytes", cfg.media_token_ttl)
+                .open(token)
+                .is_err()
+        );
     }
 }
