@@ -1,7 +1,9 @@
 //! One call's Realtime session: connect, configure, then move caller audio in, the assistant's
 //! audio out, and keep the model's view of what was heard true at every barge-in.
 //!
-//! Not real-time as a whole; caller audio goes out allocation-free (base64 into the arena).
+//! Not real-time as a whole; caller audio goes out allocation-free (base64 into the arena), and
+//! the assistant's audio deltas are parsed and decoded allocation-free (borrowed from the
+//! message, into a reused buffer; tests/openai_alloc.rs).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -314,7 +316,7 @@ impl Realtime {
                 response_id,
                 item_id,
                 delta,
-            } => self.on_audio(response_id, item_id, &delta),
+            } => self.on_audio(&response_id, &item_id, &delta),
             ServerEvent::AudioDone { item_id } => {
                 if let Some(i) = self.items.back_mut()
                     && i.id == item_id
@@ -381,8 +383,10 @@ impl Realtime {
         }
     }
 
-    fn on_audio(&mut self, response_id: String, item_id: String, delta: &str) {
-        if self.cancelled.contains(&response_id)
+    /// Per delta: the ids, borrowed from the message, are compared as they are and copied only
+    /// when a new item starts.
+    fn on_audio(&mut self, response_id: &str, item_id: &str, delta: &str) {
+        if self.cancelled.iter().any(|r| r == response_id)
             || self.items.iter().any(|i| i.id == item_id && i.truncated)
         {
             return; // late audio of an answer the caller interrupted
@@ -402,8 +406,8 @@ impl Realtime {
             self.next_tag = self.next_tag.wrapping_add(1);
             self.backlog.push_marker(Marker::StartTurn { tag });
             self.items.push_back(Item {
-                id: item_id,
-                response_id,
+                id: item_id.to_owned(),
+                response_id: response_id.to_owned(),
                 tag,
                 turn: None,
                 written: 0,

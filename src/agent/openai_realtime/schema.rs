@@ -14,9 +14,28 @@
 //! `response.done`, `input_audio_buffer.speech_started`, `error`, `rate_limits.updated`,
 //! `session.created`/`session.updated`; everything else is [`ServerEvent::Other`] and ignored.
 //!
-//! Real-time: [`write_append`] allocates nothing (base64 straight into the caller's buffer);
-//! the rest runs per response or per event, not per frame.
+//! # Real-time
+//!
+//! Two things run per frame of audio rather than per response, and both allocate nothing:
+//!
+//! - [`write_append`], caller audio out every 20–200 ms: base64 straight into the caller's
+//!   buffer.
+//! - [`parse`] of an audio delta and [`decode_delta`], the assistant's audio in every 20–100 ms
+//!   for as long as the bot speaks. [`parse`] first reads only the event's `type` (borrowed),
+//!   then an audio delta's `response_id`, `item_id` and `delta` as [`Cow`]s borrowed from the
+//!   message text (no copy of the ~6.4 KB of base64 per 100 ms); [`decode_delta`] reuses the
+//!   caller's buffer. Proven by tests/openai_alloc.rs. Not allocation-free: a delta whose
+//!   strings contain JSON escapes (`\/` from some base64 encoders) is unescaped into an owned
+//!   copy (9 allocations for 100 ms: serde_json's scratch buffer grows, then the copy), and a
+//!   skipped field nested two or more levels deep (the API sends none in a delta) makes
+//!   serde_json grow a nesting stack.
+//!
+//! Everything else runs per response or per event and allocates freely: other server events
+//! are read through serde's internally tagged [`ServerEvent`] (which buffers the whole message
+//! first, and owns its strings), and the client events other than `input_audio_buffer.append`
+//! are built as [`Value`]s.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -95,20 +114,29 @@ pub fn cancel(response_id: &str) -> String {
     json!({"type": "response.cancel", "response_id": response_id}).to_string()
 }
 
-/// A server event this adapter acts on.
+/// `type` of an audio delta (GA).
+const AUDIO_DELTA: &str = "response.output_audio.delta";
+/// `type` of an audio delta (beta alias).
+const AUDIO_DELTA_BETA: &str = "response.audio.delta";
+
+/// A server event this adapter acts on. An audio delta's strings borrow from the message text
+/// when [`parse`] reads it (see the module docs); everything else is owned.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type")]
 #[non_exhaustive]
-pub enum ServerEvent {
+pub enum ServerEvent<'a> {
     /// A chunk of the assistant's audio (base64 PCM16 at 24 kHz).
     #[serde(rename = "response.output_audio.delta", alias = "response.audio.delta")]
     AudioDelta {
         /// The response it belongs to.
-        response_id: String,
+        #[serde(borrow)]
+        response_id: Cow<'a, str>,
         /// The assistant message item.
-        item_id: String,
+        #[serde(borrow)]
+        item_id: Cow<'a, str>,
         /// Base64 audio.
-        delta: String,
+        #[serde(borrow)]
+        delta: Cow<'a, str>,
     },
     /// The item's audio is complete.
     #[serde(rename = "response.output_audio.done", alias = "response.audio.done")]
@@ -198,8 +226,42 @@ pub struct RateLimit {
     pub reset_seconds: Option<f64>,
 }
 
+/// The first pass of [`parse`]: only the event's type, borrowed (every other field is skipped
+/// without being buffered).
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow)]
+    r#type: Cow<'a, str>,
+}
+
+/// An audio delta's fields, borrowed from the message text unless they hold escapes.
+#[derive(Deserialize)]
+struct AudioDeltaFields<'a> {
+    #[serde(borrow)]
+    response_id: Cow<'a, str>,
+    #[serde(borrow)]
+    item_id: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: Cow<'a, str>,
+}
+
 /// Parses one server event; `Err` for text that is not an event object at all.
-pub fn parse(text: &str) -> Result<ServerEvent, serde_json::Error> {
+///
+/// Audio deltas take an allocation-free path (two passes over the text with borrowed structs);
+/// anything that path does not read, including every malformed delta, goes through
+/// [`ServerEvent`]'s own `Deserialize`, so the events accepted and the errors are the same as
+/// with `serde_json::from_str::<ServerEvent>` alone.
+pub fn parse(text: &str) -> Result<ServerEvent<'_>, serde_json::Error> {
+    if let Ok(Kind { r#type }) = serde_json::from_str::<Kind<'_>>(text)
+        && matches!(&*r#type, AUDIO_DELTA | AUDIO_DELTA_BETA)
+        && let Ok(d) = serde_json::from_str::<AudioDeltaFields<'_>>(text)
+    {
+        return Ok(ServerEvent::AudioDelta {
+            response_id: d.response_id,
+            item_id: d.item_id,
+            delta: d.delta,
+        });
+    }
     serde_json::from_str(text)
 }
 
@@ -288,5 +350,115 @@ mod tests {
         );
         assert!(parse("[]").is_err());
         assert!(parse(r#"{"type":"response.output_audio.delta"}"#).is_err());
+    }
+
+    const DELTA: &str = r#"{"type":"response.output_audio.delta","event_id":"e","response_id":"r","item_id":"i","output_index":0,"content_index":0,"delta":"AAD/fw=="}"#;
+
+    #[test]
+    fn audio_deltas_borrow_from_the_text_unless_escaped() {
+        let Ok(ServerEvent::AudioDelta {
+            response_id,
+            item_id,
+            delta,
+        }) = parse(DELTA)
+        else {
+            panic!("not a delta")
+        };
+        assert!(matches!(
+            (&response_id, &item_id, &delta),
+            (
+                Cow::Borrowed("r"),
+                Cow::Borrowed("i"),
+                Cow::Borrowed("AAD/fw==")
+            )
+        ));
+        // Some encoders escape '/'; such a delta is unescaped into an owned copy.
+        let escaped = DELTA.replace("AAD/fw==", r"AAD\/fw==");
+        let Ok(ServerEvent::AudioDelta { delta, .. }) = parse(&escaped) else {
+            panic!("not a delta")
+        };
+        assert!(matches!(delta, Cow::Owned(ref d) if d == "AAD/fw=="));
+        let mut bytes = Vec::new();
+        decode_delta(&delta, &mut bytes).unwrap();
+        assert_eq!(bytes, [0, 0, 0xff, 0x7f]);
+    }
+
+    /// `parse` must read exactly what `ServerEvent`'s own `Deserialize` reads: the same events,
+    /// the same errors.
+    fn same_as_the_enum(text: &str) {
+        let enum_only = serde_json::from_str::<ServerEvent<'_>>(text);
+        match (parse(text), enum_only) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{text}"),
+            (a, b) => panic!("{text}: parse {a:?}, the enum {b:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_accepts_and_rejects_what_the_enum_does() {
+        let beta = DELTA.replace("response.output_audio.delta", "response.audio.delta");
+        for t in [
+            DELTA,
+            &beta,
+            r#"{"response_id":"r","item_id":"i","delta":"AAA=","type":"response.audio.delta"}"#,
+            r#"{"t\u0079pe":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AAA="}"#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AAA=","x":{"y":[1,{"z":null}]}}"#,
+            // Malformed deltas.
+            r#"{"type":"response.output_audio.delta"}"#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i"}"#,
+            r#"{"type":"response.output_audio.delta","response_id":1,"item_id":"i","delta":"AAA="}"#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":null}"#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"A","delta":"B"}"#,
+            r#"{"type":"response.output_audio.delta","type":"error","response_id":"r","item_id":"i","delta":"A"}"#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AAA="} x"#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AAA="#,
+            r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"\ud800"}"#,
+            // The sequence form serde accepts for internally tagged enums.
+            r#"["response.output_audio.delta","r","i","AAA="]"#,
+            r#"["response.output_audio.delta"]"#,
+            // Not deltas, or not events.
+            r#"{"type":"response.output_audio.done","item_id":"i"}"#,
+            r#"{"type":"response.output_audio_transcript.delta","delta":"hi"}"#,
+            r#"{"type":7}"#,
+            r#"{"delta":"AAA="}"#,
+            "[]",
+            "",
+            "null",
+            "\"response.output_audio.delta\"",
+        ] {
+            same_as_the_enum(t);
+        }
+        // Every truncation and single-character corruption of a delta (bytes from the network
+        // never panic, and read the same both ways).
+        for end in 0..DELTA.len() {
+            same_as_the_enum(&DELTA[..end]);
+        }
+        for at in 0..DELTA.len() {
+            for c in [
+                '"', '\\', '{', '}', '[', ',', ':', '0', 'x', ' ', '\u{7f}', '\n', 'é',
+            ] {
+                let mut t = String::with_capacity(DELTA.len() + 2);
+                t.push_str(&DELTA[..at]);
+                t.push(c);
+                t.push_str(&DELTA[at + 1..]);
+                same_as_the_enum(&t);
+            }
+        }
+    }
+
+    #[test]
+    fn where_parse_is_more_lenient_than_the_enum() {
+        // The fast path skips the fields it does not read without buffering them, so it does not
+        // range-check their numbers or limit their nesting; the enum buffers and does both. The
+        // API sends neither in a delta; such a delta is read, not dropped.
+        let huge = DELTA.replace(r#""output_index":0"#, r#""output_index":1e400"#);
+        let deep = DELTA.replace(
+            r#""output_index":0"#,
+            &format!(r#""output_index":{}{}"#, "[".repeat(200), "]".repeat(200)),
+        );
+        for t in [huge, deep] {
+            assert!(serde_json::from_str::<ServerEvent<'_>>(&t).is_err());
+            assert!(matches!(parse(&t), Ok(ServerEvent::AudioDelta { .. })));
+        }
     }
 }
