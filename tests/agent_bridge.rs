@@ -659,3 +659,261 @@ async fn the_python_reference_agent_echoes_like_the_built_in_one() {
     let body = metrics(bridged.addr).await;
     assert!(!body.contains("voicegate_agent_failures_total{"), "{body}");
 }
+
+// ------------------------------------------------------------------------------ a flooding agent
+
+/// Lines written through a `tracing` subscriber set as the test thread's default.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures what this thread logs at `info` and above until the guard is dropped. With the
+    /// current-thread runtime, that is the whole server's logging.
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let w = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// An agent that floods requests that fail at once (transfers to a bad number) and `log`
+/// messages while not reading, then reads: the bridge stops reading it while its answers pile
+/// up (the bound on the bridge's queue itself is checked in `agent::bridge::call`'s unit test:
+/// from here the sockets' buffers hide it), yet once the agent reads, every request is answered,
+/// before `stop`; and the server's log holds a bounded number of lines about it (200 agent `log`
+/// lines and 20 about requests, as docs/agent-protocol.md says), the rest counted.
+#[tokio::test] // current thread: the log capture sees the server's tasks
+async fn an_agent_flooding_requests_and_logs_gets_every_answer_and_a_capped_log() {
+    const LOGS: u64 = 1_000;
+    const REQUESTS: u64 = 20_000;
+    let (captured, _guard) = Captured::start();
+    let (listener, url) = agent_listener().await;
+    let rate = SampleRate::Hz16000;
+    let server = bridge_server(bridge_config(rate, &url)).await;
+    let mut leg = server_support::call(server.addr, "cccc0001-0000-0000-0000-000000000001").await;
+    let mut ag = accept(&listener).await;
+    assert!(matches!(next(&mut ag).await, FromBridge::Json(v) if v["type"] == "start"));
+
+    let (mut tx, mut rx) = ag.split();
+    let sender = tokio::spawn(async move {
+        let line = "x".repeat(1_000);
+        for i in 0..LOGS {
+            let log = json!({"type": "log", "level": "warn", "message": format!("{i} {line}")});
+            tx.feed(Message::text(log.to_string())).await.unwrap();
+        }
+        let transfer = json!({"type": "transfer", "to": "not a number"}).to_string();
+        for _ in 0..REQUESTS {
+            tx.feed(Message::text(transfer.clone())).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+
+    // While the agent does not read, the bridge answers as many requests as fit in its queue
+    // and the sockets' buffers (all of them, if the buffers are large), then stops reading.
+    let failed = "voicegate_agent_actions_failed_total";
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    let held = loop {
+        let n = metric(&metrics(server.addr).await, failed).unwrap_or(0.0) as u64;
+        seen.push(n);
+        if n > 0 && seen.len() >= 4 && seen[seen.len() - 4..].iter().all(|&m| m == n) {
+            break n;
+        }
+        assert!(t0.elapsed() < WAIT, "{failed}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    println!("requests answered while the agent did not read: {held} of {REQUESTS}");
+
+    // The agent reads: every request gets its answer, then `stop` once the caller hangs up.
+    let mut answered = 0u64;
+    while answered < REQUESTS {
+        let msg = tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("an answer within 30 s")
+            .expect("the socket stays open")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_eq!(v["type"], "action_failed", "{v}");
+            assert_eq!(v["action"], "transfer", "{v}");
+            answered += 1;
+        }
+    }
+    let tx = tokio::time::timeout(WAIT, sender).await.unwrap().unwrap();
+    let body = wait_metric(server.addr, failed, REQUESTS as f64).await;
+    assert_eq!(metric(&body, failed), Some(REQUESTS as f64));
+    leg.ws.close(None).await.unwrap();
+    let mut ag = tx.reunite(rx).unwrap();
+    let (mut audio, mut other) = (Vec::new(), Vec::new());
+    let stop = until(&mut ag, "stop", rate, &mut audio, &mut other).await;
+    assert_eq!(stop["reason"], "socket_closed");
+    assert!(other.is_empty(), "{other:?}");
+    assert!(matches!(
+        next(&mut ag).await,
+        FromBridge::Closed(Some((1000, _)))
+    ));
+    // The bridge logs its totals as it goes.
+    let t0 = Instant::now();
+    while !captured
+        .lines()
+        .iter()
+        .any(|l| l.contains("agent log lines suppressed in this"))
+    {
+        assert!(t0.elapsed() < WAIT, "no totals at the end of the call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = wait_metric(server.addr, "voicegate_calls_total", 1.0).await;
+    assert!(!body.contains("voicegate_agent_failures_total{"), "{body}");
+
+    // The log: the allowance of each kind, one notice each, the call's totals at its end.
+    let suppressed = metric(&body, "voicegate_agent_log_lines_suppressed_total").unwrap() as u64;
+    let lines = captured.lines();
+    let count = |s: &str| lines.iter().filter(|l| l.contains(s)).count() as u64;
+    assert_eq!(count("agent_log="), 200);
+    assert_eq!(count("further agent log lines suppressed"), 1);
+    let about_requests = count("agent asks for") + count("call-control request failed");
+    assert_eq!(about_requests, 20);
+    assert_eq!(
+        count("further lines about the agent's call-control requests suppressed"),
+        1
+    );
+    // Each request makes one line (refused: too many in flight) or two (asked for, failed),
+    // every one written or counted.
+    let over = suppressed - (LOGS - 200);
+    assert!(
+        (REQUESTS - 20..=2 * REQUESTS - 20).contains(&over),
+        "{suppressed} suppressed"
+    );
+    assert_eq!(count("suppressed in this call"), 2);
+    let about_the_call = lines.iter().filter(|l| l.contains("call{")).count();
+    println!(
+        "{} log lines in all, {about_the_call} in the call's span; {suppressed} suppressed",
+        lines.len()
+    );
+    assert!(about_the_call < 250, "{about_the_call} lines");
+}
+
+/// A REST stand-in that records each `PUT /v1/calls/{uuid}` when it arrives and answers `204`
+/// only once the test adds a permit to the returned semaphore.
+async fn held_rest_stand_in() -> (String, Arc<Mutex<Vec<Value>>>, Arc<tokio::sync::Semaphore>) {
+    use axum::extract::State;
+    use axum::routing::put;
+    type Shared = (Arc<Mutex<Vec<Value>>>, Arc<tokio::sync::Semaphore>);
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/v1/calls/{uuid}",
+            put(
+                |State((seen, gate)): State<Shared>, body: axum::body::Bytes| async move {
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    gate.acquire().await.unwrap().forget();
+                    axum::http::StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state((seen.clone(), gate.clone()));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (base, seen, gate)
+}
+
+/// A hangup is final: an agent that repeats it while the first is in flight (or after it
+/// succeeded) makes no further request, each repeat is counted as ignored, and a transfer asked
+/// for meanwhile fails with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_hangup_is_ignored_while_one_is_in_flight() {
+    const HANGUPS: u64 = 1_000;
+    let (listener, url) = agent_listener().await;
+    let rate = SampleRate::Hz16000;
+    let (base, seen, gate) = held_rest_stand_in().await;
+    let jwt = AppJwt::from_pem(
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        include_bytes!("data/keys/TEST-ONLY-app-private.pem"),
+    )
+    .unwrap();
+    // Longer than the test holds the request, so the client never retries it.
+    let client = VoiceClient::builder(Arc::new(jwt))
+        .api_url(base)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let control = Arc::new(VonageCallControl::new(client));
+    let mut cfg = bridge_config(rate, &url);
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let state = AppState::with_control(
+        cfg.clone(),
+        server::agent_for(&cfg).unwrap(),
+        control.clone(),
+    );
+    control.bind(&state);
+    let server = serve_state(state).await;
+    let _leg = server_support::call(server.addr, "cccc0002-0000-0000-0000-000000000002").await;
+    let mut ag = accept(&listener).await;
+    assert!(matches!(next(&mut ag).await, FromBridge::Json(v) if v["type"] == "start"));
+
+    let hangup = json!({"type": "hangup"}).to_string();
+    for _ in 0..HANGUPS {
+        ag.feed(Message::text(hangup.clone())).await.unwrap();
+    }
+    ag.flush().await.unwrap();
+    let ignored = "voicegate_agent_actions_ignored_total";
+    // Every hangup was handled (one asked for, the rest ignored): the one request arrives, and
+    // no other can follow.
+    wait_metric(server.addr, ignored, (HANGUPS - 1) as f64).await;
+    let t0 = Instant::now();
+    while seen.lock().unwrap().is_empty() {
+        assert!(t0.elapsed() < WAIT, "no hangup request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["action"], "hangup");
+
+    // The request succeeds; a later hangup is ignored too, a transfer fails with the reason.
+    gate.add_permits(1);
+    send_json(&mut ag, json!({"type": "hangup"})).await;
+    send_json(&mut ag, json!({"type": "transfer", "to": "+447700900999"})).await;
+    let (mut audio, mut other) = (Vec::new(), Vec::new());
+    let failed = until(&mut ag, "action_failed", rate, &mut audio, &mut other).await;
+    assert_eq!(failed["action"], "transfer", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("hung up"),
+        "{failed}"
+    );
+    let body = metrics(server.addr).await;
+    assert_eq!(metric(&body, ignored), Some(HANGUPS as f64), "{body}");
+    assert_eq!(
+        metric(&body, "voicegate_agent_actions_failed_total"),
+        Some(1.0),
+        "{body}"
+    );
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+}

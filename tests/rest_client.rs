@@ -68,6 +68,8 @@ enum Scripted {
     RateLimited { retry_after_secs: u64 },
     /// Wait this long, then answer normally.
     Stall(Duration),
+    /// Wait until the test calls [`StandIn::release`], then answer normally.
+    Hold,
 }
 
 /// One request the stand-in accepted (its JWT verified).
@@ -89,6 +91,8 @@ struct Mock {
     calls: Mutex<Vec<String>>,
     script: Mutex<VecDeque<Scripted>>,
     seen: Mutex<Vec<Seen>>,
+    /// Permits for held requests ([`Scripted::Hold`]).
+    release: tokio::sync::Semaphore,
     /// JWT and schema violations, with the reason: must stay empty in good-path tests.
     violations: Mutex<Vec<String>>,
 }
@@ -106,6 +110,7 @@ impl StandIn {
             calls: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             seen: Mutex::new(Vec::new()),
+            release: tokio::sync::Semaphore::new(0),
             violations: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(handle).with_state(mock.clone());
@@ -124,6 +129,11 @@ impl StandIn {
 
     fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.mock.script.lock().unwrap().extend(answers);
+    }
+
+    /// Lets one held request be answered.
+    fn release(&self) {
+        self.mock.release.add_permits(1);
     }
 
     fn take_seen(&self) -> Vec<Seen> {
@@ -260,6 +270,10 @@ async fn handle(
         }
         Some(Scripted::Stall(d)) => {
             tokio::time::sleep(d).await;
+            route(&m, &method, &path, &query, &body)
+        }
+        Some(Scripted::Hold) => {
+            m.release.acquire().await.unwrap().forget();
             route(&m, &method, &path, &query, &body)
         }
         None => route(&m, &method, &path, &query, &body),
@@ -1127,15 +1141,16 @@ async fn the_token_is_cached_then_renewed_before_expiry() {
     s.assert_clean();
 }
 
-/// The real server with the echo agent and REST call control: the caller presses 0 (transfer
-/// to `--transfer-to`) then # (hang up); both requests reach the call's region, with the
-/// documented transfer NCCO (§10.29) and caller id = the number that was called.
-#[tokio::test]
-async fn agent_actions_reach_the_calls_region_through_the_server() {
-    let global = StandIn::start(Arc::new(SystemClock)).await;
-    let region = StandIn::start(Arc::new(SystemClock)).await;
-    region.add_call(CALLER_LEG);
-    let client = client_at(&global.base, jwt_with(Arc::new(SystemClock)));
+/// The real server with the echo agent (`0` transfers to 447700900999) and REST call control
+/// through `client`, and Vonage's side of call [`CALLER_LEG`] in `region`: the answer webhook,
+/// then the media socket, connected. Returns the server's address and the media socket.
+async fn echo_call_with_call_control(
+    client: VoiceClient,
+    region: &StandIn,
+) -> (
+    SocketAddr,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) {
     let control = Arc::new(VonageCallControl::new(client));
     let mut cfg = ServerConfig::new();
     cfg.listen = "127.0.0.1:0".parse().unwrap();
@@ -1176,17 +1191,61 @@ async fn agent_actions_reach_the_calls_region_through_the_server() {
         .await
         .unwrap();
 
+    (addr, ws)
+}
+
+/// Presses `digit` on the media socket.
+async fn press(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    digit: &str,
+) {
+    let mut dtmf = vector("22-ws-dtmf.json");
+    dtmf["digit"] = json!(digit);
+    ws.send(Message::text(dtmf.to_string())).await.unwrap();
+}
+
+/// A value on the server's `/metrics` (0 when absent).
+async fn server_metric(addr: SocketAddr, name: &str) -> f64 {
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The real server with the echo agent and REST call control: the caller presses 0 (transfer
+/// to `--transfer-to`) then # (hang up); both requests reach the call's region, with the
+/// documented transfer NCCO (§10.29) and caller id = the number that was called.
+#[tokio::test]
+async fn agent_actions_reach_the_calls_region_through_the_server() {
+    let global = StandIn::start(Arc::new(SystemClock)).await;
+    let region = StandIn::start(Arc::new(SystemClock)).await;
+    region.add_call(CALLER_LEG);
+    let client = client_at(&global.base, jwt_with(Arc::new(SystemClock)));
+    let (_addr, mut ws) = echo_call_with_call_control(client, &region).await;
+
+    // A key pressed while the transfer is still in flight is ignored (one request at a time),
+    // so `#` is pressed again until its request arrives.
     for (digit, want) in [("0", 1), ("#", 2)] {
-        let mut dtmf = vector("22-ws-dtmf.json");
-        dtmf["digit"] = json!(digit);
-        ws.send(Message::text(dtmf.to_string())).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while region.mock.seen.lock().unwrap().len() < want {
+        'pressing: loop {
+            press(&mut ws, digit).await;
+            for _ in 0..10 {
+                if region.mock.seen.lock().unwrap().len() >= want {
+                    break 'pressing;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "no request for key {digit}"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
     let seen = region.take_seen();
@@ -1206,6 +1265,57 @@ async fn agent_actions_reach_the_calls_region_through_the_server() {
         global.take_seen().is_empty(),
         "nothing went to the default host"
     );
+    let _ = ws.close(None).await;
+    region.assert_clean();
+}
+
+/// The echo agent's keys make at most one request at a time: a flood of `#` while the hangup is
+/// in flight (the region holds it) makes no other request, each press is counted as ignored,
+/// and once the hangup succeeded further presses do nothing either.
+#[tokio::test]
+async fn a_flood_of_hash_keys_makes_one_hangup_request() {
+    const PRESSES: u64 = 100;
+    let global = StandIn::start(Arc::new(SystemClock)).await;
+    let region = StandIn::start(Arc::new(SystemClock)).await;
+    region.add_call(CALLER_LEG);
+    region.script([Scripted::Hold]);
+    // A timeout well beyond the hold, so that the client never retries the request.
+    let client = VoiceClient::builder(jwt_with(Arc::new(SystemClock)))
+        .api_url(&global.base)
+        .retry(fast_retries())
+        .timeout(Duration::from_secs(60))
+        .region_policy(RegionPolicy::Any)
+        .build()
+        .unwrap();
+    let (addr, mut ws) = echo_call_with_call_control(client, &region).await;
+
+    for _ in 0..PRESSES {
+        press(&mut ws, "#").await;
+    }
+    // Every press was handled: one request, the rest ignored while it is held.
+    let ignored = "voicegate_agent_actions_ignored_total";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server_metric(addr, ignored).await < (PRESSES - 1) as f64 {
+        assert!(tokio::time::Instant::now() < deadline, "{ignored}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    region.release();
+    while region.mock.seen.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no hangup request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The hangup succeeded (or is answering): a later press is ignored too.
+    press(&mut ws, "#").await;
+    while server_metric(addr, ignored).await < PRESSES as f64 {
+        assert!(tokio::time::Instant::now() < deadline, "{ignored}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server_metric(addr, ignored).await, PRESSES as f64);
+    let seen = region.take_seen();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].body, vector("x08-rest-hangup.json"));
+    assert_eq!(seen[0].status, 204);
+    assert!(global.take_seen().is_empty());
     let _ = ws.close(None).await;
     region.assert_clean();
 }

@@ -11,18 +11,26 @@
 //! Key presses drive call control, for trying it by hand: `0` transfers the caller to the
 //! number set with [`EchoAgent::with_transfer_to`] (`--transfer-to`), `#` hangs up. Both need the
 //! Vonage REST API (`--application-id`, `--private-key`); without it the refusal is logged. An
-//! action runs on its own task, so the echo carries on while the request is in flight.
+//! action runs on its own task, so the echo carries on while the request is in flight. At most
+//! one is in flight per call: a key pressed meanwhile is moot (a hangup ends the call, a transfer
+//! takes the caller away) and is ignored, as is any key after a hangup succeeded; ignored keys are
+//! counted in `voicegate_agent_actions_ignored_total`, and the lines about keys have a per-call
+//! allowance (`agent::log_budget`), so a flood of key presses costs neither requests nor log lines.
 //!
 //! Memory: the caller's audio waits on one tape, packed losslessly (about half the bytes of
 //! plain samples, see [`Tape`]) in 2 KiB chunks freed as soon as they are echoed (or dropped on
 //! barge-in), so a call holds only what is still to be played and an idle call holds nothing.
 //! Real-time: recording takes a chunk every ~80 ms of speech at 24 kHz (one spare is recycled);
-//! playing back allocates nothing; a key press allocates for its REST request.
+//! playing back allocates nothing; a key press allocates for its REST request (the keypad's
+//! state is made at the first press, so a call without keys holds nothing for it).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use super::log_budget::LogBudget;
+use super::metrics::AgentMetrics;
 use super::{Agent, AgentAction, AgentError, AgentEvent, AgentIo, BoxFuture, CallHandle, CallInfo};
 use crate::core::dtmf::DtmfDigit;
 use crate::core::{Forward, SampleRate};
@@ -85,24 +93,94 @@ impl Agent for EchoAgent {
     }
 }
 
-/// `0` transfers, `#` hangs up; other keys do nothing. The action runs on its own task.
-fn on_key(call: &CallHandle, digit: DtmfDigit, transfer_to: Option<&Arc<str>>) {
-    let action = match (digit.as_char(), transfer_to) {
-        ('#', _) => AgentAction::Hangup,
-        ('0', Some(to)) => AgentAction::Transfer { to: to.to_string() },
-        ('0', None) => {
-            tracing::warn!(call_id = %call.id(), "key 0: no transfer number configured (--transfer-to, VOICEGATE_TRANSFER_TO)");
+/// Key presses logged per call (a request's line and its refusal count as one; ignored keys are
+/// logged at debug level only); the rest are counted.
+const MAX_KEY_LOGS: u32 = 10;
+
+/// No request in flight ([`Keypad::state`]).
+const IDLE: u8 = 0;
+/// A request is in flight.
+const BUSY: u8 = 1;
+/// A hangup succeeded: the call is ending, keys do nothing more.
+const HUNG_UP: u8 = 2;
+
+/// Call control from the keys: `0` transfers, `#` hangs up, other keys do nothing. At most one
+/// request is in flight; it runs on its own task, which sets `state` back when it is done.
+struct Keypad {
+    state: Arc<AtomicU8>,
+    logs: LogBudget,
+}
+
+impl Keypad {
+    fn new(call: &CallHandle, metrics: &AgentMetrics) -> Self {
+        Self {
+            state: Arc::new(AtomicU8::new(IDLE)),
+            logs: LogBudget::new(
+                "lines about key presses",
+                MAX_KEY_LOGS,
+                Some(call.id().clone()),
+                metrics.log_lines_suppressed.clone(),
+            ),
+        }
+    }
+
+    fn press(
+        &mut self,
+        call: &CallHandle,
+        metrics: &AgentMetrics,
+        digit: DtmfDigit,
+        transfer_to: Option<&Arc<str>>,
+    ) {
+        let key = digit.as_char();
+        let action = match (key, transfer_to) {
+            ('#', _) => AgentAction::Hangup,
+            ('0', Some(to)) => AgentAction::Transfer { to: to.to_string() },
+            ('0', None) => {
+                if self.logs.allow() {
+                    tracing::warn!(call_id = %call.id(), "key 0: no transfer number configured (--transfer-to, VOICEGATE_TRANSFER_TO)");
+                }
+                return;
+            }
+            _ => return,
+        };
+        // Only the agent's task (here) moves the state out of IDLE, only the request's task back.
+        let state = self.state.load(Ordering::Acquire);
+        if state != IDLE {
+            metrics.actions_ignored.inc();
+            if tracing::enabled!(tracing::Level::DEBUG) && self.logs.allow() {
+                let why = if state == HUNG_UP {
+                    "the call is hanging up"
+                } else {
+                    "a call-control request is in flight"
+                };
+                tracing::debug!(call_id = %call.id(), "key {key}: ignored, {why}");
+            }
             return;
         }
-        _ => return,
-    };
-    let call = call.clone();
-    tokio::spawn(async move {
-        tracing::info!(call_id = %call.id(), %action, "key {}: requesting {action}", digit.as_char());
-        if let Err(e) = call.act(action).await {
-            tracing::warn!(call_id = %call.id(), error = %e, "call control refused");
+        self.state.store(BUSY, Ordering::Release);
+        // One allowance for both lines of a request: asked for, and refused.
+        let log = self.logs.allow();
+        if log {
+            tracing::info!(call_id = %call.id(), %action, "key {key}: requesting {action}");
         }
-    });
+        let call = call.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let hangup = action == AgentAction::Hangup;
+            let result = call.act(action).await;
+            if let Err(e) = &result
+                && log
+            {
+                tracing::warn!(call_id = %call.id(), error = %e, "call control refused");
+            }
+            let next = if hangup && result.is_ok() {
+                HUNG_UP
+            } else {
+                IDLE
+            };
+            state.store(next, Ordering::Release);
+        });
+    }
 }
 
 /// Samples read per ring access (one 20 ms frame at 48 kHz).
@@ -116,6 +194,8 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
     let mut rec_start: u64 = 0;
     // While echoing: the utterance being played back is the tape's front, up to this position.
     let mut play_end: Option<u64> = None;
+    // Made at the first key press.
+    let mut keypad: Option<Keypad> = None;
 
     loop {
         tokio::select! {
@@ -148,7 +228,12 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
                         play_end = None;
                     }
                 }
-                Some(AgentEvent::Dtmf { digit, .. }) => on_key(&io.call, digit, transfer_to.as_ref()),
+                // Other keys do nothing (and make no keypad).
+                Some(AgentEvent::Dtmf { digit, .. }) if matches!(digit.as_char(), '#' | '0') => {
+                    keypad
+                        .get_or_insert_with(|| Keypad::new(&io.call, &io.metrics))
+                        .press(&io.call, &io.metrics, digit, transfer_to.as_ref());
+                }
                 Some(AgentEvent::BargeIn(_)) => {
                     // The session already cleared playback; stop feeding the interrupted turn.
                     if let Some(end) = play_end.take() {
@@ -705,5 +790,81 @@ mod tests {
             .await
             .unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// A flood of `#` without a REST client (every request is refused at once): each press is
+    /// either requested, one at a time, or ignored and counted, and the log holds at most the
+    /// allowance of them plus one line saying the rest were suppressed.
+    #[tokio::test] // current thread: the subscriber below sees the agent's task
+    async fn a_flood_of_keys_writes_a_bounded_number_of_log_lines() {
+        let (captured, _guard) = crate::agent::log_budget::Captured::start();
+
+        let cfg = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000);
+        let (_session, link) = Session::new(cfg).unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let metrics = crate::agent::metrics::AgentMetrics::default();
+        let call = CallHandle::new(CallId::parse("keys").unwrap(), Arc::new(NoCallControl));
+        let io = AgentIo::new(
+            link,
+            rx,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            call,
+        )
+        .with_metrics(metrics.clone());
+        let info = CallInfo::new(
+            CallId::parse("keys").unwrap(),
+            SampleRate::Hz16000,
+            SampleRate::Hz16000,
+        );
+        let task = tokio::spawn(EchoAgent::default().start(info, io));
+        const PRESSES: u64 = 1_000;
+        let hash = DtmfDigit::from_char('#').unwrap();
+        for _ in 0..PRESSES {
+            tx.send(AgentEvent::Dtmf {
+                digit: hash,
+                duration: None,
+            })
+            .await
+            .unwrap();
+        }
+        // Requests still in flight finish before the call ends.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        tx.send(AgentEvent::Ended(EndReason::SocketClosed))
+            .await
+            .unwrap();
+        task.await.unwrap().unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+
+        let lines = captured.lines();
+        let requested = lines
+            .iter()
+            .filter(|l| l.contains("requesting hangup"))
+            .count() as u64;
+        let refused = lines
+            .iter()
+            .filter(|l| l.contains("call control refused"))
+            .count() as u64;
+        let notices = lines
+            .iter()
+            .filter(|l| l.contains("suppressed for this call"))
+            .count();
+        let suppressed = metrics.log_lines_suppressed.get();
+        let ignored = metrics.actions_ignored.get();
+        assert!(requested <= u64::from(MAX_KEY_LOGS), "{lines:#?}");
+        assert_eq!(refused, requested, "{lines:#?}");
+        // Every press is accounted for: requested (logged or counted) or ignored (counted).
+        assert_eq!(requested + suppressed + ignored, PRESSES, "{lines:#?}");
+        assert_eq!(notices, usize::from(suppressed > 0), "{lines:#?}");
+        assert!(lines.len() <= 2 * MAX_KEY_LOGS as usize + 2, "{lines:#?}");
+        println!(
+            "{PRESSES} presses: {requested} requests logged, {suppressed} more requested without a \
+             line, {ignored} ignored while one was in flight; {} log lines",
+            lines.len()
+        );
     }
 }

@@ -99,6 +99,14 @@ pub struct AgentMetrics {
     /// `voicegate_agent_actions_failed_total`: hangups and transfers asked for by an agent that
     /// failed (no REST client, REST error, bad number).
     pub actions_failed: Counter,
+    /// `voicegate_agent_actions_ignored_total`: hangups and transfers asked for and not started
+    /// because they were moot: a hangup while one is in flight or after one succeeded, or (the
+    /// echo agent's keys) any request while another is in flight.
+    pub actions_ignored: Counter,
+    /// `voicegate_agent_log_lines_suppressed_total`: log lines a call did not write because it
+    /// had used up its allowance (agent `log` messages, call-control requests and their
+    /// failures; see `agent::log_budget`).
+    pub log_lines_suppressed: Counter,
     openai_errors: Family<OpenAiErrorLabels, Counter>,
     openai_rate_limit_remaining: Family<RateLimitLabels, Gauge>,
     /// `voicegate_openai_truncations_total`: assistant items truncated at a barge-in.
@@ -129,6 +137,16 @@ impl AgentMetrics {
             "agent_actions_failed",
             "Hangups and transfers asked for by an agent that failed",
             self.actions_failed.clone(),
+        );
+        r.register(
+            "agent_actions_ignored",
+            "Hangups and transfers not started: one was in flight, or the call was hung up",
+            self.actions_ignored.clone(),
+        );
+        r.register(
+            "agent_log_lines_suppressed",
+            "Log lines about agents not written: the call used up its allowance",
+            self.log_lines_suppressed.clone(),
         );
         r.register(
             "openai_errors",

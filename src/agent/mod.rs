@@ -64,6 +64,7 @@ pub mod backlog;
 pub mod bridge;
 pub mod connect;
 pub mod echo;
+pub(crate) mod log_budget;
 pub mod metrics;
 pub mod openai_realtime;
 pub mod wire;
@@ -570,7 +571,8 @@ pub enum ActionError {
     /// The transfer target is not a phone number.
     #[error("invalid transfer target {to:?}: expected 1 to 20 digits, optionally with a leading +")]
     InvalidNumber {
-        /// What was given.
+        /// What was given, cut to its first [`MAX_SHOWN_TARGET`] bytes (it goes into log lines
+        /// and back to the agent).
         to: String,
     },
     /// The REST call failed.
@@ -582,6 +584,9 @@ pub enum ActionError {
         reason: String,
     },
 }
+
+/// Bytes of an invalid transfer target kept in [`ActionError::InvalidNumber`].
+pub const MAX_SHOWN_TARGET: usize = 32;
 
 /// Performs call-control actions for the server (the Vonage REST client implements this).
 pub trait CallControl: Send + Sync + fmt::Debug + 'static {
@@ -632,7 +637,9 @@ impl CallHandle {
             let digits = to.strip_prefix('+').unwrap_or(to);
             if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit())
             {
-                return Err(ActionError::InvalidNumber { to: to.clone() });
+                return Err(ActionError::InvalidNumber {
+                    to: wire::truncate(to, MAX_SHOWN_TARGET),
+                });
             }
         }
         self.control.perform(&self.call_id, action).await
@@ -676,6 +683,11 @@ mod tests {
             h.transfer("not a number").await,
             Err(ActionError::InvalidNumber { .. })
         ));
+        let long = "9".repeat(100_000);
+        match h.transfer(long).await {
+            Err(ActionError::InvalidNumber { to }) => assert_eq!(to.len(), MAX_SHOWN_TARGET),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             h.transfer("+447700900999").await,
             Err(ActionError::NotConfigured { .. })

@@ -7,6 +7,13 @@
 //! the agent: the audio of an utterance is sent before its `speech_ended` (an event that names a
 //! stream position is held until the audio up to it is queued).
 //!
+//! Bounded against an agent that misbehaves without breaking the protocol: the only messages the
+//! agent can make the bridge queue for it are answers to its own requests (`action_failed`), so
+//! the socket is not read while the queue towards the agent is full ([`READ_CAP`]) and TCP slows
+//! down an agent that asks faster than it reads; a repeated `hangup` is moot and ignored; the
+//! log lines an agent causes (its `log` messages, its requests and their failures) have a
+//! per-call allowance ([`LogBudget`]).
+//!
 //! Not real-time as a whole; the per-frame path allocates nothing in steady state.
 
 use std::collections::VecDeque;
@@ -24,6 +31,7 @@ use super::protocol::{
 };
 use crate::agent::backlog::{Applied, Backlog, Marker};
 use crate::agent::connect::{self, AgentSocket};
+use crate::agent::log_budget::LogBudget;
 use crate::agent::metrics::AgentMetrics;
 use crate::agent::wire::{Io, Wire};
 use crate::agent::{
@@ -35,6 +43,11 @@ use crate::core::audio::MAX_FRAME_SAMPLES;
 const AUDIO_HIGH_WATER: usize = 64;
 /// Messages queued towards the agent before events wait in their queue.
 const QUEUE_CAP: usize = 128;
+/// Messages queued towards the agent before the bridge stops reading the agent's socket. Caller
+/// audio and events stop at [`QUEUE_CAP`] (plus a held event), so only answers to the agent's
+/// requests get here, and at most [`MAX_ACTIONS`] results arrive past it: the queue never
+/// holds more than `READ_CAP + MAX_ACTIONS` messages (and then the final `stop`).
+const READ_CAP: usize = QUEUE_CAP + 16;
 /// Agent audio held beyond the outbound ring before the bridge stops reading the socket.
 const BACKLOG: Duration = Duration::from_secs(2);
 /// Queued messages that do not move for this long mean the agent stopped reading.
@@ -47,6 +60,11 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 const MAX_ACTIONS: usize = 4;
 /// Mark names remembered (marks placed and not yet reached).
 const MAX_MARK_NAMES: usize = 512;
+/// Agent `log` messages written to the log per call; the rest are counted.
+const MAX_AGENT_LOG_LINES: u32 = 200;
+/// Log lines per call about the agent's call-control requests (asked for, done, failed,
+/// ignored); the rest are counted.
+const MAX_ACTION_LOG_LINES: u32 = 20;
 
 /// Runs one call. `Err` ends the call (the server applies `--agent-failure`).
 pub(super) async fn run(
@@ -83,6 +101,17 @@ pub(super) async fn run(
 struct ActionDone {
     action: AgentAction,
     result: Result<(), ActionError>,
+}
+
+/// Where the call stands with the agent's `hangup`: final once asked for, unless it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hangup {
+    /// Not asked for, or the last one failed (the agent may ask again).
+    No,
+    /// Asked for; the request is in flight.
+    InFlight,
+    /// Done: the call is ending.
+    Done,
 }
 
 /// Mark names by the tag given when the mark arrived, and the session's id once placed.
@@ -131,11 +160,16 @@ struct CallBridge {
     actions_tx: mpsc::Sender<ActionDone>,
     actions_rx: mpsc::Receiver<ActionDone>,
     actions_in_flight: usize,
+    hangup: Hangup,
+    /// Allowance for the agent's `log` messages.
+    agent_logs: LogBudget,
+    /// Allowance for lines about call-control requests.
+    action_logs: LogBudget,
 }
 
 impl CallBridge {
     fn new(ws: AgentSocket, call: &CallInfo, io: &AgentIo) -> Self {
-        let mut wire = Wire::new(ws, QUEUE_CAP + 8);
+        let mut wire = Wire::new(ws, READ_CAP + MAX_ACTIONS);
         wire.text(protocol::start_message(call, call.forward));
         let rate = io.audio.rate();
         let (actions_tx, actions_rx) = mpsc::channel(MAX_ACTIONS);
@@ -152,6 +186,19 @@ impl CallBridge {
             actions_tx,
             actions_rx,
             actions_in_flight: 0,
+            hangup: Hangup::No,
+            agent_logs: LogBudget::new(
+                "agent log lines",
+                MAX_AGENT_LOG_LINES,
+                None,
+                io.metrics.log_lines_suppressed.clone(),
+            ),
+            action_logs: LogBudget::new(
+                "lines about the agent's call-control requests",
+                MAX_ACTION_LOG_LINES,
+                None,
+                io.metrics.log_lines_suppressed.clone(),
+            ),
         }
     }
 
@@ -166,7 +213,8 @@ impl CallBridge {
                 }
             });
             self.forward(&mut io.audio);
-            let read = self.backlog.has_room();
+            // An agent whose answers pile up is not read until it takes them (TCP slows it).
+            let read = self.backlog.has_room() && self.wire.queued() < READ_CAP;
             let take_events = self.held.is_none() && self.wire.queued() < QUEUE_CAP;
             let stalled = self.wire.stalled_since();
             if let Some(since) = stalled {
@@ -327,12 +375,24 @@ impl CallBridge {
             }
             AgentMessage::Hangup => self.act(io, AgentAction::Hangup),
             AgentMessage::Transfer { to } => self.act(io, AgentAction::Transfer { to }),
-            AgentMessage::Log { level, message } => match level {
-                LogLevel::Debug => tracing::debug!(agent_log = %message, "agent"),
-                LogLevel::Info => tracing::info!(agent_log = %message, "agent"),
-                LogLevel::Warn => tracing::warn!(agent_log = %message, "agent"),
-                LogLevel::Error => tracing::error!(agent_log = %message, "agent"),
-            },
+            AgentMessage::Log { level, message } => {
+                // Only lines that would be written count against the allowance.
+                let enabled = match level {
+                    LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
+                    LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
+                    LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
+                    LogLevel::Error => tracing::enabled!(tracing::Level::ERROR),
+                };
+                if !enabled || !self.agent_logs.allow() {
+                    return;
+                }
+                match level {
+                    LogLevel::Debug => tracing::debug!(agent_log = %message, "agent"),
+                    LogLevel::Info => tracing::info!(agent_log = %message, "agent"),
+                    LogLevel::Warn => tracing::warn!(agent_log = %message, "agent"),
+                    LogLevel::Error => tracing::error!(agent_log = %message, "agent"),
+                }
+            }
             AgentMessage::Unknown => {
                 self.metrics.messages_unknown.inc();
                 tracing::debug!("agent message of an unknown type ignored");
@@ -340,14 +400,35 @@ impl CallBridge {
         }
     }
 
-    /// Runs a call-control request on its own task; the result comes back to the loop.
+    /// Runs a call-control request on its own task; the result comes back to the loop. A hangup
+    /// is final: asked for again while one is in flight or done, it is ignored (the agent hears
+    /// the first one's outcome), and a transfer asked for meanwhile fails.
     fn act(&mut self, io: &AgentIo, action: AgentAction) {
+        match (&action, self.hangup) {
+            (_, Hangup::No) => {}
+            (AgentAction::Hangup, Hangup::InFlight | Hangup::Done) => {
+                self.metrics.actions_ignored.inc();
+                if tracing::enabled!(tracing::Level::DEBUG) && self.action_logs.allow() {
+                    tracing::debug!("agent asks for hangup again: ignored, the call is hanging up");
+                }
+                return;
+            }
+            (_, Hangup::InFlight | Hangup::Done) => {
+                self.action_failed(&action, "the call is being hung up");
+                return;
+            }
+        }
         if self.actions_in_flight >= MAX_ACTIONS {
             self.action_failed(&action, "too many call-control requests in flight");
             return;
         }
         self.actions_in_flight += 1;
-        tracing::info!(%action, "agent asks for {action}");
+        if action == AgentAction::Hangup {
+            self.hangup = Hangup::InFlight;
+        }
+        if self.action_logs.allow() {
+            tracing::info!(%action, "agent asks for {action}");
+        }
         let call = io.call.clone();
         let tx = self.actions_tx.clone();
         tokio::spawn(async move {
@@ -358,15 +439,30 @@ impl CallBridge {
 
     fn on_action_done(&mut self, done: ActionDone) {
         self.actions_in_flight = self.actions_in_flight.saturating_sub(1);
+        if done.action == AgentAction::Hangup {
+            self.hangup = if done.result.is_ok() {
+                Hangup::Done
+            } else {
+                Hangup::No
+            };
+        }
         match done.result {
-            Ok(()) => tracing::info!(action = %done.action, "agent's {} done", done.action),
+            Ok(()) => {
+                if self.action_logs.allow() {
+                    tracing::info!(action = %done.action, "agent's {} done", done.action);
+                }
+            }
             Err(e) => self.action_failed(&done.action, &e.to_string()),
         }
     }
 
+    /// Tells the agent (queued even past [`READ_CAP`]: the socket is not read while the queue
+    /// is that long, so this is bounded by what was read before).
     fn action_failed(&mut self, action: &AgentAction, error: &str) {
         self.metrics.actions_failed.inc();
-        tracing::warn!(%action, error, "agent's call-control request failed");
+        if self.action_logs.allow() {
+            tracing::warn!(%action, error, "agent's call-control request failed");
+        }
         let name = match action {
             AgentAction::Hangup => "hangup",
             AgentAction::Transfer { .. } => "transfer",
@@ -388,5 +484,111 @@ impl CallBridge {
             .await;
         tracing::debug!(reason = reason.as_str(), "agent told the call ended");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::SinkExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::agent::log_budget::Captured;
+    use crate::agent::{CallHandle, CallId, NoCallControl};
+    use crate::core::{SampleRate, Session, SessionConfig};
+
+    /// An agent that floods `log` messages and requests that fail at once (transfers to a bad
+    /// number) and never reads: the bridge's queue towards it stops growing at its bound, the
+    /// bridge stops reading it (TCP holds the rest back), and the log holds the allowances.
+    #[tokio::test] // current thread: the subscriber below sees every task
+    async fn an_agent_that_asks_and_does_not_read_gets_a_bounded_queue_and_log() {
+        const LOGS: usize = 1_000;
+        const REQUESTS: usize = 100_000;
+        let (captured, _guard) = Captured::start();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/agent", listener.local_addr().unwrap());
+        let agent = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let line = "x".repeat(1_000);
+            for i in 0..LOGS {
+                let log = format!(r#"{{"type":"log","level":"warn","message":"{i} {line}"}}"#);
+                ws.feed(Message::text(log)).await.unwrap();
+            }
+            for _ in 0..REQUESTS {
+                let transfer = r#"{"type":"transfer","to":"not a number"}"#;
+                ws.feed(Message::text(transfer)).await.unwrap();
+            }
+            ws.flush().await.unwrap();
+            // Hold the socket open without reading.
+            std::future::pending::<()>().await;
+        });
+        let ws = connect::connect(&url, &[], MAX_MESSAGE_BYTES, Duration::from_secs(5))
+            .await
+            .unwrap();
+
+        let rate = SampleRate::Hz16000;
+        let (_session, link) = Session::new(SessionConfig::new(rate, rate)).unwrap();
+        let (_events, rx) = mpsc::channel(16);
+        let id = CallId::parse("flood").unwrap();
+        let metrics = AgentMetrics::default();
+        let call = CallHandle::new(id.clone(), Arc::new(NoCallControl));
+        let mut io = AgentIo::new(
+            link,
+            rx,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            call,
+        )
+        .with_metrics(metrics.clone());
+        let mut bridge = CallBridge::new(ws, &CallInfo::new(id, rate, rate), &io);
+
+        // Run the bridge until it stops answering (the sockets' buffers are full), well within
+        // its not-reading deadline, then look at its queue.
+        let settled = async {
+            let mut last = (u64::MAX, 0);
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let n = metrics.actions_failed.get();
+                last = if n == last.0 { (n, last.1 + 1) } else { (n, 0) };
+                if n > 0 && last.1 == 5 {
+                    return n;
+                }
+            }
+        };
+        let answered = tokio::select! {
+            r = bridge.run(&mut io) => panic!("the bridge ended: {:?}", r.err()),
+            n = settled => n,
+        };
+        let queued = bridge.wire.queued();
+        println!(
+            "{answered} of {REQUESTS} requests answered (most of them in the sockets' buffers), \
+             {queued} answers queued"
+        );
+        assert!(
+            queued <= READ_CAP + MAX_ACTIONS,
+            "{queued} messages queued towards an agent that does not read"
+        );
+        assert!(answered < REQUESTS as u64, "the bridge read everything");
+
+        // The log: each allowance in full, one notice each.
+        drop(bridge);
+        agent.abort();
+        let lines = captured.lines();
+        let count = |s: &str| lines.iter().filter(|l| l.contains(s)).count();
+        assert_eq!(count("agent_log="), MAX_AGENT_LOG_LINES as usize);
+        assert_eq!(count("further agent log lines suppressed"), 1);
+        let about_requests = count("agent asks for") + count("call-control request failed");
+        assert_eq!(about_requests, MAX_ACTION_LOG_LINES as usize);
+        assert_eq!(count("further lines about the agent's call-control"), 1);
+        assert_eq!(count("suppressed in this call"), 2, "{lines:#?}");
+        assert!(lines.len() < 250);
+        assert!(
+            metrics.log_lines_suppressed.get()
+                >= (LOGS as u64 - u64::from(MAX_AGENT_LOG_LINES)) + answered
+                    - u64::from(MAX_ACTION_LOG_LINES)
+        );
     }
 }
