@@ -313,6 +313,35 @@ async fn a_full_call_through_the_bridge() {
     assert!(!body.contains("voicegate_agent_failures_total{"), "{body}");
 }
 
+/// A bridge server whose call control goes to the Vonage REST stand-in at `base` (with the
+/// client's own request timeout unless `timeout` is given).
+async fn server_with_rest(
+    rate: SampleRate,
+    url: &str,
+    base: &str,
+    timeout: Option<Duration>,
+) -> server_support::TestServer {
+    let jwt = AppJwt::from_pem(
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        include_bytes!("data/keys/TEST-ONLY-app-private.pem"),
+    )
+    .unwrap();
+    let mut client = VoiceClient::builder(Arc::new(jwt)).api_url(base);
+    if let Some(t) = timeout {
+        client = client.timeout(t);
+    }
+    let control = Arc::new(VonageCallControl::new(client.build().unwrap()));
+    let mut cfg = bridge_config(rate, url);
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    let state = AppState::with_control(
+        cfg.clone(),
+        server::agent_for(&cfg).unwrap(),
+        control.clone(),
+    );
+    control.bind(&state);
+    serve_state(state).await
+}
+
 /// Records what reaches the Vonage REST API: `PUT /v1/calls/{uuid}` bodies.
 async fn rest_stand_in() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
     use axum::extract::{Path, State};
@@ -393,25 +422,7 @@ async fn hangup_and_transfer_reach_the_rest_api_or_fail_clearly() {
 
     // With REST credentials: both requests reach the API.
     let (base, seen) = rest_stand_in().await;
-    let jwt = AppJwt::from_pem(
-        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
-        include_bytes!("data/keys/TEST-ONLY-app-private.pem"),
-    )
-    .unwrap();
-    let client = VoiceClient::builder(Arc::new(jwt))
-        .api_url(base)
-        .build()
-        .unwrap();
-    let control = Arc::new(VonageCallControl::new(client));
-    let mut cfg = bridge_config(rate, &url);
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let state = AppState::with_control(
-        cfg.clone(),
-        server::agent_for(&cfg).unwrap(),
-        control.clone(),
-    );
-    control.bind(&state);
-    let server = serve_state(state).await;
+    let server = server_with_rest(rate, &url, &base, None).await;
     let uuid = "aaaa0002-0000-0000-0000-000000000002";
     let _leg = server_support::call(server.addr, uuid).await;
     let mut ag = accept(&listener).await;
@@ -853,27 +864,8 @@ async fn a_repeated_hangup_is_ignored_while_one_is_in_flight() {
     let (listener, url) = agent_listener().await;
     let rate = SampleRate::Hz16000;
     let (base, seen, gate) = held_rest_stand_in().await;
-    let jwt = AppJwt::from_pem(
-        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
-        include_bytes!("data/keys/TEST-ONLY-app-private.pem"),
-    )
-    .unwrap();
     // Longer than the test holds the request, so the client never retries it.
-    let client = VoiceClient::builder(Arc::new(jwt))
-        .api_url(base)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let control = Arc::new(VonageCallControl::new(client));
-    let mut cfg = bridge_config(rate, &url);
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    let state = AppState::with_control(
-        cfg.clone(),
-        server::agent_for(&cfg).unwrap(),
-        control.clone(),
-    );
-    control.bind(&state);
-    let server = serve_state(state).await;
+    let server = server_with_rest(rate, &url, &base, Some(Duration::from_secs(60))).await;
     let _leg = server_support::call(server.addr, "cccc0002-0000-0000-0000-000000000002").await;
     let mut ag = accept(&listener).await;
     assert!(matches!(next(&mut ag).await, FromBridge::Json(v) if v["type"] == "start"));

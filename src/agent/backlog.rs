@@ -221,27 +221,14 @@ impl Backlog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use tokio::sync::{Notify, mpsc};
-
     use super::*;
-    use crate::agent::{AgentIo, CallHandle, CallId, NoCallControl};
+    use crate::agent::AgentIo;
     use crate::core::{SampleRate, Session, SessionConfig};
 
     fn io() -> (Session, AgentIo) {
         let mut cfg = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000);
         cfg.outbound_buffer = std::time::Duration::from_millis(100);
-        let (session, link) = Session::new(cfg).unwrap();
-        let (_tx, rx) = mpsc::channel(4);
-        let call = CallHandle::new(CallId::parse("t").unwrap(), Arc::new(NoCallControl));
-        let io = AgentIo::new(
-            link,
-            rx,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
-            call,
-        );
+        let (session, io, _events) = AgentIo::for_test(cfg, "t");
         (session, io)
     }
 

@@ -800,18 +800,9 @@ mod tests {
         let (captured, _guard) = crate::agent::log_budget::Captured::start();
 
         let cfg = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000);
-        let (_session, link) = Session::new(cfg).unwrap();
-        let (tx, rx) = mpsc::channel(16);
         let metrics = crate::agent::metrics::AgentMetrics::default();
-        let call = CallHandle::new(CallId::parse("keys").unwrap(), Arc::new(NoCallControl));
-        let io = AgentIo::new(
-            link,
-            rx,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
-            call,
-        )
-        .with_metrics(metrics.clone());
+        let (_session, io, tx) = AgentIo::for_test(cfg, "keys");
+        let io = io.with_metrics(metrics.clone());
         let info = CallInfo::new(
             CallId::parse("keys").unwrap(),
             SampleRate::Hz16000,

@@ -362,6 +362,26 @@ impl AgentIo {
         self.metrics = metrics;
         self
     }
+
+    /// Unit tests: a session and the agent's side of it for call `id`, with no call control,
+    /// and the sender of the agent's events.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        config: crate::core::SessionConfig,
+        id: &str,
+    ) -> (crate::core::Session, Self, mpsc::Sender<AgentEvent>) {
+        let (session, link) = crate::core::Session::new(config).unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let call = CallHandle::new(CallId::parse(id).unwrap(), Arc::new(NoCallControl));
+        let io = Self::new(
+            link,
+            rx,
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            call,
+        );
+        (session, io, tx)
+    }
 }
 
 /// The agent's event queue. Bounded: when the agent falls behind, the media task drops new

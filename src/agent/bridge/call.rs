@@ -491,12 +491,11 @@ impl CallBridge {
 mod tests {
     use futures_util::SinkExt;
     use tokio::net::TcpListener;
-    use tokio::sync::Notify;
 
     use super::*;
+    use crate::agent::CallId;
     use crate::agent::log_budget::Captured;
-    use crate::agent::{CallHandle, CallId, NoCallControl};
-    use crate::core::{SampleRate, Session, SessionConfig};
+    use crate::core::{SampleRate, SessionConfig};
 
     /// An agent that floods `log` messages and requests that fail at once (transfers to a bad
     /// number) and never reads: the bridge's queue towards it stops growing at its bound, the
@@ -530,19 +529,10 @@ mod tests {
             .unwrap();
 
         let rate = SampleRate::Hz16000;
-        let (_session, link) = Session::new(SessionConfig::new(rate, rate)).unwrap();
-        let (_events, rx) = mpsc::channel(16);
-        let id = CallId::parse("flood").unwrap();
         let metrics = AgentMetrics::default();
-        let call = CallHandle::new(id.clone(), Arc::new(NoCallControl));
-        let mut io = AgentIo::new(
-            link,
-            rx,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
-            call,
-        )
-        .with_metrics(metrics.clone());
+        let (_session, io, _events) = AgentIo::for_test(SessionConfig::new(rate, rate), "flood");
+        let mut io = io.with_metrics(metrics.clone());
+        let id = CallId::parse("flood").unwrap();
         let mut bridge = CallBridge::new(ws, &CallInfo::new(id, rate, rate), &io);
 
         // Run the bridge until it stops answering (the sockets' buffers are full), well within
