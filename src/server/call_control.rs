@@ -22,15 +22,12 @@ use std::sync::{Arc, OnceLock};
 
 use super::auth::unix_now;
 use super::config::ServerConfig;
-use super::media_token::{MEDIA_TOKEN_PARAM, MediaCall, MediaTokens};
+use super::media_token::{MediaCall, MediaTokens};
 use super::state::{AppState, WeakAppState};
 use crate::agent::{ActionError, AgentAction, BoxFuture, CallControl, CallId};
 use crate::vonage::app_jwt::{AppJwt, AppJwtError};
 use crate::vonage::client::{ClientError, CreateCall, VoiceClient, normalize_number};
-use crate::vonage::ncco::{
-    Action, Connect, Endpoint, EventType, HttpMethod, Ncco, Talk, WebsocketAuthorization,
-    WebsocketEndpoint,
-};
+use crate::vonage::ncco::{Action, Connect, Endpoint, EventType, HttpMethod, Ncco, Talk};
 
 /// What callers hear before a transfer connects, unless changed with
 /// [`VonageCallControl::with_hold_message`].
@@ -270,21 +267,12 @@ pub fn outbound_call(
                 .insert("direction".into(), "outbound".into());
             let (token, _) =
                 MediaTokens::new(key.0.as_bytes(), config.media_token_ttl).mint(&media, unix_now());
-            let ws_base = if let Some(rest) = base.strip_prefix("https://") {
-                format!("wss://{rest}")
-            } else if let Some(rest) = base.strip_prefix("http://") {
-                format!("ws://{rest}")
-            } else {
-                base.to_owned()
-            };
-            let mut endpoint = WebsocketEndpoint::new(
-                format!("{ws_base}/voice-stream/{id}?{MEDIA_TOKEN_PARAM}={token}"),
-                config.rate.hz(),
+            let endpoint = super::routes::websocket_endpoint(
+                &super::routes::ws_base(base),
+                &media,
+                &token,
+                config.signed_media_socket,
             );
-            endpoint.headers = media.endpoint_headers();
-            if config.signed_media_socket {
-                endpoint = endpoint.authorization(WebsocketAuthorization::Vonage);
-            }
             let connect = Connect::new(Endpoint::Websocket(endpoint))
                 .event_type(EventType::Synchronous)
                 .event_url(format!("{base}/events"));

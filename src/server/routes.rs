@@ -53,14 +53,29 @@ fn answer_response(st: &AppState, headers: &HeaderMap, hook: &AnswerWebhook) -> 
 /// The NCCO websocket endpoint for `call`: `{ws_base}/voice-stream/{id}` with a freshly
 /// minted media token that carries the call, and Vonage's signed handshake when configured.
 fn media_endpoint(st: &AppState, ws_base: &str, call: &MediaCall) -> WebsocketEndpoint {
-    let token = st.mint_media_token(call);
+    websocket_endpoint(
+        ws_base,
+        call,
+        &st.mint_media_token(call),
+        st.auth().is_signed_socket(),
+    )
+}
+
+/// The NCCO websocket endpoint for `call` with its media `token`: the answer webhook's and
+/// `voicegate call --inline-ncco`'s (which mints with the server's `--media-token-key`).
+pub(crate) fn websocket_endpoint(
+    ws_base: &str,
+    call: &MediaCall,
+    token: &str,
+    signed_socket: bool,
+) -> WebsocketEndpoint {
     let uri = format!(
         "{ws_base}/voice-stream/{}?{MEDIA_TOKEN_PARAM}={token}",
         call.call_id
     );
     let mut endpoint = WebsocketEndpoint::new(uri, call.rate.hz());
     endpoint.headers = call.endpoint_headers();
-    if st.auth().is_signed_socket() {
+    if signed_socket {
         endpoint = endpoint.authorization(WebsocketAuthorization::Vonage);
     }
     endpoint
@@ -147,7 +162,7 @@ fn public_base(st: &AppState, headers: &HeaderMap) -> Result<String, ServerError
 }
 
 /// `https://` → `wss://`, `http://` → `ws://`.
-fn ws_base(http_base: &str) -> String {
+pub(crate) fn ws_base(http_base: &str) -> String {
     if let Some(rest) = http_base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = http_base.strip_prefix("http://") {
