@@ -27,9 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{self, AUTHORIZATION};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -38,6 +38,7 @@ use super::error::ServerError;
 pub use super::media_token::{
     MAX_MEDIA_TOKEN_BYTES, MEDIA_TOKEN_PARAM, MediaAuthError, MediaCall, MediaClaims, MediaTokens,
 };
+use super::metrics::HttpTimeout;
 pub use super::shared::{MemoryReplayGuard, memory::REPLAY_CAPACITY};
 use super::shared::{SharedState, StateError};
 use super::state::AppState;
@@ -253,9 +254,21 @@ impl<T: FromWebhook + Send> FromRequest<AppState> for VerifiedWebhook<T> {
         let uri = req.uri().clone();
         let path = uri.path().to_owned();
         // The body limit layer applies here: a body over MAX_WEBHOOK_BODY is a 413.
-        let body = match Bytes::from_request(req, st).await {
-            Ok(b) => b,
-            Err(rejection) => {
+        // A client that trickles its body would hold the connection and the task: deadline.
+        let read = Bytes::from_request(req, st);
+        let body = match tokio::time::timeout(st.config().http.body_timeout, read).await {
+            Ok(Ok(b)) => b,
+            Err(_elapsed) => {
+                st.metrics().http_timeout(HttpTimeout::body);
+                tracing::warn!(path, "webhook body refused: not received in time");
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    [(header::CONNECTION, "close")],
+                    "request body not received in time",
+                )
+                    .into_response());
+            }
+            Ok(Err(rejection)) => {
                 st.metrics().webhook_errors.inc();
                 tracing::warn!(path, status = %rejection.status(), "webhook body refused");
                 return Err(rejection.into_response());

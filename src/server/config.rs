@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::connections::HttpLimits;
 use crate::agent::openai_realtime::{OpenAiArgs, OpenAiConfig, OpenAiConfigError};
 use crate::core::{Forward, SampleRate, SessionConfig};
 use crate::tools::pipeline_args::PipelineArgs;
@@ -111,9 +112,21 @@ pub struct ServeArgs {
     /// Time Vonage has to send `websocket:connected` after the upgrade, ms.
     #[arg(long, env = "VOICEGATE_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
     pub connect_timeout_ms: u64,
-    /// On SIGINT/SIGTERM, how long active calls may go on before they are closed, s.
+    /// On SIGINT/SIGTERM, how long active calls may go on before they are closed, s (at most
+    /// 86400).
     #[arg(long, env = "VOICEGATE_DRAIN_TIMEOUT_S", default_value_t = 30)]
     pub drain_timeout_s: u64,
+    /// HTTP connections served at once (webhooks, health, metrics, socket handshakes; media
+    /// sockets leave the count once upgraded). Beyond it a connection gets a 503 and is closed.
+    #[arg(long, env = "VOICEGATE_MAX_CONNECTIONS", default_value_t = 1_024)]
+    pub max_connections: usize,
+    /// Deadline for a request's line and headers, and for an idle keep-alive connection's next
+    /// request, s (1 to 300).
+    #[arg(long, env = "VOICEGATE_HTTP_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub http_header_timeout_s: u64,
+    /// Deadline for reading a webhook body, s (1 to 300); a slower one gets 408.
+    #[arg(long, env = "VOICEGATE_HTTP_BODY_TIMEOUT_S", default_value_t = 10)]
+    pub http_body_timeout_s: u64,
     /// Vonage signature secret for signed webhooks.
     #[arg(long, env = "VONAGE_SIGNATURE_SECRET", hide_env_values = true)]
     pub signature_secret: Option<String>,
@@ -257,6 +270,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// Graceful-shutdown drain time.
     pub drain_timeout: Duration,
+    /// HTTP deadlines and the connection cap.
+    pub http: HttpLimits,
     /// Signature secret: with one, every webhook must be signed (`server::auth`).
     pub signature_secret: Option<String>,
     /// Age window of signed-webhook tokens (`iat`), before the clock skew.
@@ -319,6 +334,9 @@ pub enum ServerConfigError {
     /// `--max-calls 0`.
     #[error("--max-calls must be at least 1")]
     MaxCalls,
+    /// `--max-connections 0`.
+    #[error("--max-connections must be at least 1")]
+    MaxConnections,
     /// `--require-signed-webhooks` without a secret.
     #[error("--require-signed-webhooks needs --signature-secret (VONAGE_SIGNATURE_SECRET)")]
     MissingSecret,
@@ -389,6 +407,9 @@ impl TryFrom<ServeArgs> for ServerConfig {
         if a.max_calls == 0 {
             return Err(ServerConfigError::MaxCalls);
         }
+        if a.max_connections == 0 {
+            return Err(ServerConfigError::MaxConnections);
+        }
         if a.signature_secret.as_deref() == Some("") {
             return Err(ServerConfigError::EmptySecret);
         }
@@ -446,7 +467,13 @@ impl TryFrom<ServeArgs> for ServerConfig {
             forward: a.pipeline.forward_all.then_some(Forward::All),
             on_disconnect: a.on_disconnect,
             connect_timeout: Duration::from_millis(a.connect_timeout_ms.clamp(100, 60_000)),
-            drain_timeout: Duration::from_secs(a.drain_timeout_s),
+            // Clamped: a deadline of u64::MAX seconds would overflow `Instant + Duration`.
+            drain_timeout: Duration::from_secs(a.drain_timeout_s.min(86_400)),
+            http: HttpLimits {
+                header_timeout: Duration::from_secs(a.http_header_timeout_s.clamp(1, 300)),
+                body_timeout: Duration::from_secs(a.http_body_timeout_s.clamp(1, 300)),
+                max_connections: a.max_connections,
+            },
             signature_secret: a.signature_secret,
             webhook_max_age: Duration::from_secs(a.webhook_max_age_s.clamp(1, 86_400)),
             api_key: a.api_key.filter(|k| !k.is_empty()),
@@ -502,6 +529,9 @@ impl Default for ServeArgs {
             on_disconnect: OnDisconnect::Apology,
             connect_timeout_ms: 5_000,
             drain_timeout_s: 30,
+            max_connections: 1_024,
+            http_header_timeout_s: 10,
+            http_body_timeout_s: 10,
             signature_secret: None,
             require_signed_webhooks: false,
             webhook_max_age_s: 300,

@@ -109,6 +109,21 @@ struct AuthLabels {
     reason: &'static str,
 }
 
+/// Label of `voicegate_http_timeouts_total`: which deadline a client missed.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types, missing_docs)]
+pub enum HttpTimeout {
+    /// The request line and headers (or the next request on an idle keep-alive connection).
+    headers,
+    /// A request body.
+    body,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpTimeoutLabels {
+    phase: HttpTimeout,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
     op: StateOp,
@@ -173,6 +188,16 @@ pub struct Metrics {
     /// `voicegate_remote_ends_total`: calls ended here because their terminal event reached
     /// another instance.
     pub remote_ends: Counter,
+    /// `voicegate_http_connections`: HTTP connections open (media sockets leave the count
+    /// when they upgrade).
+    pub http_connections: Gauge,
+    /// `voicegate_http_connections_refused_total`: connections closed at once, over
+    /// `--max-connections`.
+    pub http_connections_refused: Counter,
+    /// `voicegate_http_accept_errors_total`: accept failures other than a connection that
+    /// went away (out of file descriptors).
+    pub http_accept_errors: Counter,
+    http_timeouts: Family<HttpTimeoutLabels, Counter>,
     /// `voicegate_frame_processing_seconds`: time to process one caller frame.
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
@@ -222,6 +247,10 @@ impl Metrics {
             redis_up: Gauge::default(),
             redis_errors: Family::default(),
             remote_ends: Counter::default(),
+            http_connections: Gauge::default(),
+            http_connections_refused: Counter::default(),
+            http_accept_errors: Counter::default(),
+            http_timeouts: Family::default(),
             // 10 µs .. ~20 ms
             frame_processing: Histogram::doubling(Duration::from_micros(10)),
             // 0.5 ms .. ~1 s
@@ -343,6 +372,26 @@ impl Metrics {
             "Calls ended here because their terminal event reached another instance",
             m.remote_ends.clone(),
         );
+        r.register(
+            "http_connections",
+            "HTTP connections open (media sockets leave the count when they upgrade)",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed at once: over --max-connections",
+            m.http_connections_refused.clone(),
+        );
+        r.register(
+            "http_accept_errors",
+            "Accept failures other than a connection that went away (out of file descriptors)",
+            m.http_accept_errors.clone(),
+        );
+        r.register(
+            "http_timeouts",
+            "HTTP requests whose head or body did not arrive in time, by phase",
+            m.http_timeouts.clone(),
+        );
         if redis {
             r.register(
                 "redis_up",
@@ -393,6 +442,13 @@ impl Metrics {
     pub fn media_auth_failure(&self, reason: &'static str) {
         self.media_auth_failures
             .get_or_create(&AuthLabels { reason })
+            .inc();
+    }
+
+    /// Counts one HTTP request whose head or body missed its deadline.
+    pub fn http_timeout(&self, phase: HttpTimeout) {
+        self.http_timeouts
+            .get_or_create(&HttpTimeoutLabels { phase })
             .inc();
     }
 

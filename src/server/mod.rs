@@ -26,7 +26,9 @@
 pub mod auth;
 pub mod call_control;
 pub mod config;
+pub mod connections;
 pub mod error;
+pub mod fd_limit;
 pub mod heap;
 pub mod histogram;
 pub mod media;
@@ -102,7 +104,12 @@ pub fn agent_for(config: &ServerConfig) -> Result<Arc<dyn Agent>, ServerError> {
 ///    still gets a working NCCO, a socket is still accepted, events still end calls);
 /// 2. active calls run to their end, for up to `--drain-timeout-s`;
 /// 3. the calls still up then are closed (1000, `shutdown`), their socket claims released in
-///    the shared state, and the listener closes.
+///    the shared state, and the listener closes;
+/// 4. open HTTP connections finish the request in progress, for up to
+///    [`connections::SHUTDOWN_GRACE`], and the rest are dropped.
+///
+/// Connections are served under `--max-connections` and the HTTP deadlines: see
+/// [`connections`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -135,29 +142,22 @@ pub async fn serve(
         let _ = stop_tx.send(());
     };
     tokio::spawn(drain);
-    // Frames are small and latency-bound: without TCP_NODELAY, Nagle's algorithm holds the
-    // second frame of a burst until the peer's ACK arrives (up to one frame period late).
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     // Memory freed by ended calls goes back to the OS (glibc keeps it otherwise).
     let trimmer = tokio::spawn(heap::trim_after_calls(state.clone()));
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .await;
+    let limits = state.config().http;
+    let metrics = state.metrics().clone();
+    connections::serve_http(listener, app(state), limits, metrics, async move {
+        let _ = stop_rx.await;
+    })
+    .await;
     trimmer.abort();
-    served?;
     Ok(())
 }
 
 /// `voicegate serve`: binds, prints `listening on http://ADDR`, serves until SIGINT or SIGTERM.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     heap::tune_allocator();
+    check_open_files(&config);
     let agent = agent_for(&config)?;
     // Shared DSP tables and code paged in before the first call (and before the RSS baseline).
     warmup::warm_up(&config.session, config.rate, config.agent_rate, |r| {
@@ -204,6 +204,25 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the open-file limit and warns when it still cannot hold `--max-calls` calls and
+/// `--max-connections` connections (they would then fail with "too many open files").
+fn check_open_files(config: &ServerConfig) {
+    let Some((before, after)) = fd_limit::raise_open_files() else {
+        return;
+    };
+    let needed = fd_limit::needed(config.max_calls, config.http.max_connections);
+    if after < needed {
+        tracing::warn!(
+            limit = after,
+            needed,
+            "the open-file limit is below what --max-calls and --max-connections can hold \
+             open: raise the hard limit (`ulimit -Hn`, LimitNOFILE= in systemd) or lower them"
+        );
+    } else if after > before {
+        tracing::debug!(before, after, "raised the open-file limit");
+    }
 }
 
 /// The server state over `shared`, with call control through the Vonage REST API when

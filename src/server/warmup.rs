@@ -166,17 +166,16 @@ pub async fn loopback_call(config: &ServerConfig) -> bool {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(%addr, "warm-up: one call through a throwaway instance");
     // Served as `server::serve` does, without its drain (nothing to drain, nothing to log).
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, super::app(state))
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let (limits, metrics) = (state.config().http, state.metrics().clone());
+    let server = tokio::spawn(super::connections::serve_http(
+        listener,
+        super::app(state),
+        limits,
+        metrics,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let replied = tokio::time::timeout(CALL_DEADLINE, one_call(addr))
         .await
         .unwrap_or_else(|_| {

@@ -101,28 +101,27 @@ impl fmt::Display for TextError {
 
 impl std::error::Error for TextError {}
 
-/// Fields are borrowed `&str`: serde deserialises an `Option<Cow<str>>` into an owned `String`
-/// (it allocates), while `&str` borrows. A JSON string with escapes cannot be borrowed and makes
-/// the message [`TextError::Malformed`]; Vonage's event names, digits and content types never
-/// contain any.
+/// One text message's fields, over the string type `S`. [`parse_text`] reads `&str`, which
+/// borrows from the message and allocates nothing; a JSON string with escapes cannot be
+/// borrowed (`"audio\/l16;rate=16000"` is valid JSON for `audio/l16;rate=16000`, and some
+/// encoders write it), so a message the borrowed parse refuses is read again with `String`.
+/// (serde deserialises an `Option<Cow<str>>` into an owned `String` either way.)
 #[derive(Deserialize)]
-struct RawEvent<'a> {
-    #[serde(borrow)]
-    event: Option<&'a str>,
-    #[serde(borrow, rename = "content-type")]
-    content_type: Option<&'a str>,
-    #[serde(borrow)]
-    digit: Option<&'a str>,
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct RawEvent<S> {
+    event: Option<S>,
+    #[serde(rename = "content-type")]
+    content_type: Option<S>,
+    digit: Option<S>,
     duration: Option<f64>,
-    #[serde(borrow)]
-    dtmf: Option<RawDtmf<'a>>,
+    dtmf: Option<RawDtmf<S>>,
     payload: Option<RawPayload>,
 }
 
 #[derive(Deserialize)]
-struct RawDtmf<'a> {
-    #[serde(borrow)]
-    digit: Option<&'a str>,
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct RawDtmf<S> {
+    digit: Option<S>,
     duration: Option<f64>,
 }
 
@@ -140,15 +139,25 @@ pub fn parse_text(text: &str) -> Result<MediaEvent, TextError> {
     if text.len() > MAX_TEXT_BYTES {
         return Err(TextError::TooLong { len: text.len() });
     }
-    let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| TextError::Malformed {
-        line: e.line(),
-        column: e.column(),
-    })?;
+    match serde_json::from_str::<RawEvent<&str>>(text) {
+        Ok(raw) => event_of(raw),
+        // Escaped strings, or not JSON at all: the owned parse tells them apart.
+        Err(_) => match serde_json::from_str::<RawEvent<String>>(text) {
+            Ok(raw) => event_of(raw),
+            Err(e) => Err(TextError::Malformed {
+                line: e.line(),
+                column: e.column(),
+            }),
+        },
+    }
+}
+
+fn event_of<S: AsRef<str>>(raw: RawEvent<S>) -> Result<MediaEvent, TextError> {
     let event = raw.event.ok_or(TextError::MissingEvent)?;
-    Ok(match event {
+    Ok(match event.as_ref() {
         "websocket:connected" => {
             let ct = raw.content_type.ok_or(TextError::BadContentType)?;
-            let rate = SampleRate::from_content_type(ct)
+            let rate = SampleRate::from_content_type(ct.as_ref())
                 .filter(|r| r.is_call_rate())
                 .ok_or(TextError::BadContentType)?;
             MediaEvent::Connected { rate }
@@ -159,7 +168,7 @@ pub fn parse_text(text: &str) -> Result<MediaEvent, TextError> {
                 (None, Some(n)) => (n.digit.ok_or(TextError::BadDigit)?, n.duration),
                 (None, None) => return Err(TextError::BadDigit),
             };
-            let digit = DtmfDigit::parse(digit).ok_or(TextError::BadDigit)?;
+            let digit = DtmfDigit::parse(digit.as_ref()).ok_or(TextError::BadDigit)?;
             let duration_ms = duration
                 .filter(|d| d.is_finite() && *d >= 0.0)
                 .map(|d| d.min(f64::from(u32::MAX)) as u32);
@@ -273,6 +282,27 @@ mod tests {
             parse_text(r#"{"event":"websocket:something-new","x":[1,2]}"#),
             Ok(MediaEvent::Unknown)
         );
+    }
+
+    #[test]
+    fn escaped_strings_are_read_like_plain_ones() {
+        // `\/` is JSON for `/`, `\u0063` for `c`: the borrowed parse cannot take them.
+        assert_eq!(
+            parse_text(
+                r#"{"event":"websocket:connected","content-type":"audio\/l16;rate=16000","x":"a\"b"}"#
+            ),
+            Ok(MediaEvent::Connected {
+                rate: SampleRate::Hz16000
+            })
+        );
+        assert_eq!(
+            parse_text(r#"{"event":"websocket:\u0063leared"}"#),
+            Ok(MediaEvent::Cleared)
+        );
+        assert!(matches!(
+            parse_text(r#"{"event":"websocket:\uZZZZ"}"#),
+            Err(TextError::Malformed { .. })
+        ));
     }
 
     #[test]
