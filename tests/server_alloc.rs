@@ -17,6 +17,13 @@
 //! itself runs on the client's thread. Measured: 0 per frame as well (messages to the agent are
 //! built in a recycled arena, events are written with `write!`, the agent's audio is copied out
 //! of tungstenite's reused read buffer).
+//!
+//! Both windows above have the caller silent. The third test counts a whole turn with the echo
+//! agent: the caller speaks an utterance of real speech (`speech_001`, ~3 s, in real time), the
+//! turn ends, and the echo agent plays it back, all inside the window (after one such turn as a
+//! warm-up). That is where the echo agent records the caller onto its tape. Measured: 0 (the
+//! tape's storage is allocated once, when the agent starts; with the earlier tape, which took a
+//! 2 KiB chunk per ~1 900 packed samples, the same window counted 31).
 
 mod server_support;
 
@@ -37,7 +44,7 @@ use voicegate::server::{self, AppState, ServerConfig};
 struct Counting;
 
 /// One counter per test (they run in parallel), each fed by its own server thread.
-static ALLOCS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static ALLOCS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 // `Some(i)`: this thread counts into `ALLOCS[i]`.
 thread_local!(static COUNTED: Cell<Option<usize>> = const { Cell::new(None) });
 
@@ -74,8 +81,32 @@ fn steady_state_allocations_per_frame() {
     let rate = SampleRate::Hz16000;
     let config = server_support::config_at(rate);
     let agent = Arc::new(EchoAgent::default());
-    let (allocs, frames_in, frames_out) = measure(0, config, agent, None);
+    let (allocs, frames_in, frames_out) = measure(0, config, agent, None, Window::Reply);
     report("echo agent", allocs, frames_in, frames_out);
+}
+
+/// The caller speaks, then hears the echo: recording the utterance and playing it back allocate
+/// nothing either. Zero exactly: the window moves ~350 frames in and ~170 out, and even one
+/// allocation per utterance would break the rule.
+#[test]
+fn no_allocations_while_the_caller_speaks_and_the_echo_replies() {
+    let rate = SampleRate::Hz16000;
+    let config = server_support::config_at(rate);
+    let agent = Arc::new(EchoAgent::default());
+    let (allocs, frames_in, frames_out) = measure(2, config, agent, None, Window::Turn);
+    println!(
+        "echo agent, a whole turn: server allocations: {allocs} over {frames_in} frames in \
+         (speech, then silence) + {frames_out} frames out (the echo)"
+    );
+    // The echo of ~3 s of speech came back whole inside the window.
+    assert!(
+        frames_out >= 100,
+        "the echo did not play during the window ({frames_out} frames out)"
+    );
+    assert_eq!(
+        allocs, 0,
+        "{allocs} allocations while the caller spoke and the echo replied"
+    );
 }
 
 #[test]
@@ -113,7 +144,8 @@ fn steady_state_allocations_per_frame_with_the_agent_bridge() {
     config.forward = Some(Forward::All);
     config.session.forward = Forward::All;
     let agent = server::agent_for(&config).unwrap();
-    let (allocs, frames_in, frames_out) = measure(1, config, agent, Some(Box::pin(agent_side)));
+    let (allocs, frames_in, frames_out) =
+        measure(1, config, agent, Some(Box::pin(agent_side)), Window::Reply);
     report("agent bridge", allocs, frames_in, frames_out);
 }
 
@@ -137,14 +169,25 @@ fn report(what: &str, allocs: u64, frames_in: u64, frames_out: u64) {
 
 type Side = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// What the counted window holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// 60 frames of caller silence while the reply to the first utterance plays.
+    Reply,
+    /// A whole turn after the first one has played out: the caller speaks the same utterance in
+    /// real time, then silence until its echo has played out.
+    Turn,
+}
+
 /// Runs a server with `agent` on a counted thread (counter `slot`), plays a call against it
 /// from this thread (with `agent_side` running here too), and returns the allocations counted in
-/// a 60-frame window while the reply plays, with the frames moved in that window.
+/// the `window`, with the frames moved in it.
 fn measure(
     slot: usize,
     config: ServerConfig,
     agent: Arc<dyn Agent>,
     agent_side: Option<Side>,
+    window: Window,
 ) -> (u64, u64, u64) {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -188,8 +231,9 @@ fn measure(
         });
         // A first utterance (fast), then real-time silence until the reply flows.
         let (s0, _) = clip.speech_ms[0];
-        for f in clip.frames(s0.saturating_sub(400), 3_800) {
-            tx.send(Message::binary(f)).await.unwrap();
+        let utterance = clip.frames(s0.saturating_sub(400), 3_800);
+        for f in &utterance {
+            tx.send(Message::binary(f.clone())).await.unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let silence = vec![0u8; 640];
@@ -203,13 +247,51 @@ fn measure(
             tick.tick().await;
             tx.send(Message::binary(silence.clone())).await.unwrap();
         }
-        // The window: 60 frames in (1.2 s) while the reply plays out.
-        let frames = 60u64;
-        let out0 = received.load(Ordering::Relaxed);
-        let a0 = counter.load(Ordering::Relaxed);
-        for _ in 0..frames {
-            tick.tick().await;
-            tx.send(Message::binary(silence.clone())).await.unwrap();
+        // Real-time silence until the reply to `since` (a count of frames received) has come
+        // and no frame came for `quiet` frame periods: that reply is over.
+        let quiet = 15;
+        let play_out = async |tx: &mut futures_util::stream::SplitSink<_, Message>,
+                              tick: &mut tokio::time::Interval,
+                              since: u64| {
+            let (mut last, mut still, mut sent) = (since, 0, 0u64);
+            while last == since || still < quiet {
+                assert!(sent < 1_500, "no whole reply within 30 s");
+                tick.tick().await;
+                tx.send(Message::binary(silence.clone())).await.unwrap();
+                sent += 1;
+                let now = received.load(Ordering::Relaxed);
+                (last, still) = if now == last {
+                    (now, still + 1)
+                } else {
+                    (now, 0)
+                };
+            }
+            sent
+        };
+        let (frames, out0, a0);
+        match window {
+            Window::Reply => {
+                // The window: 60 frames in (1.2 s) while the reply plays out.
+                frames = 60u64;
+                out0 = received.load(Ordering::Relaxed);
+                a0 = counter.load(Ordering::Relaxed);
+                for _ in 0..frames {
+                    tick.tick().await;
+                    tx.send(Message::binary(silence.clone())).await.unwrap();
+                }
+            }
+            Window::Turn => {
+                // The first reply plays out: a whole turn has run, the caller's line is quiet.
+                play_out(&mut tx, &mut tick, 0).await;
+                // The window: the same utterance in real time, then silence while it is echoed.
+                out0 = received.load(Ordering::Relaxed);
+                a0 = counter.load(Ordering::Relaxed);
+                for f in &utterance {
+                    tick.tick().await;
+                    tx.send(Message::binary(f.clone())).await.unwrap();
+                }
+                frames = utterance.len() as u64 + play_out(&mut tx, &mut tick, out0).await;
+            }
         }
         // Let the server read the last frames.
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -5,7 +5,9 @@
 //! server hears everything working before writing any agent code.
 //!
 //! The caller's audio arrives speech-only with its pre-roll ([`Forward::Speech`]); the agent
-//! keeps at most [`EchoAgent::max_utterance`] of it (a longer utterance keeps its last part).
+//! keeps at most [`EchoAgent::max_utterance`] of it and at most what its 64 KiB tape holds
+//! packed (about 4 s of telephone speech at 16 kHz, less when it is noisy or at 24 kHz); a
+//! longer utterance keeps its last part.
 //! On barge-in it stops writing the interrupted echo; the new utterance is echoed in turn.
 //!
 //! Key presses drive call control, for trying it by hand: `0` transfers the caller to the
@@ -18,13 +20,13 @@
 //! allowance (`agent::log_budget`), so a flood of key presses costs neither requests nor log lines.
 //!
 //! Memory: the caller's audio waits on one tape, packed losslessly (about half the bytes of
-//! plain samples, see [`Tape`]) in 2 KiB chunks freed as soon as they are echoed (or dropped on
-//! barge-in), so a call holds only what is still to be played and an idle call holds nothing.
-//! Real-time: recording takes a chunk every ~80 ms of speech at 24 kHz (one spare is recycled);
-//! playing back allocates nothing; a key press allocates for its REST request (the keypad's
-//! state is made at the first press, so a call without keys holds nothing for it).
+//! plain samples, see [`Tape`]) into a ring of at most 64 KiB ([`TAPE_BYTES`]) allocated when
+//! the agent starts and reused for the whole call; audio that does not fit (beyond
+//! [`EchoAgent::max_utterance`] or the ring) drops the oldest first, and the call's total of
+//! dropped audio is logged when it ends. Real-time: recording and playing back allocate nothing;
+//! a key press allocates for its REST request (the keypad's state is made at the first press, so
+//! a call without keys holds nothing for it).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -52,7 +54,8 @@ impl Default for EchoAgent {
 }
 
 impl EchoAgent {
-    /// An echo agent that keeps at most `max_utterance` of each utterance (at least 1 s).
+    /// An echo agent that keeps at most `max_utterance` of each utterance (at least 1 s), and
+    /// at most what fits on its tape (64 KiB packed, allocated per call: see [`TAPE_BYTES`]).
     pub fn new(max_utterance: Duration) -> Self {
         Self {
             max_utterance: max_utterance.max(Duration::from_secs(1)),
@@ -71,7 +74,8 @@ impl EchoAgent {
         self.transfer_to.as_deref()
     }
 
-    /// The longest utterance echoed in full.
+    /// The longest utterance echoed in full, if it also fits on the tape (64 KiB packed: about
+    /// 4 s of clean speech at 16 kHz, less for noisy audio; see [`TAPE_BYTES`]).
     pub fn max_utterance(&self) -> Duration {
         self.max_utterance
     }
@@ -118,7 +122,7 @@ impl Keypad {
             logs: LogBudget::new(
                 "lines about key presses",
                 MAX_KEY_LOGS,
-                Some(call.id().clone()),
+                call.id().clone(),
                 metrics.log_lines_suppressed.clone(),
             ),
         }
@@ -200,7 +204,7 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
     loop {
         tokio::select! {
             ev = io.events.recv() => match ev {
-                None | Some(AgentEvent::Ended(_)) => return Ok(()),
+                None | Some(AgentEvent::Ended(_)) => break,
                 Some(AgentEvent::SpeechStarted { stream_pos }) => {
                     // Audio and events travel separately, so the utterance's first samples may
                     // already be read. What lies before `stream_pos` (there is some only with
@@ -244,7 +248,7 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
             },
             () = io.audio.ready() => {
                 if io.audio.is_closed() {
-                    return Ok(());
+                    break;
                 }
             }
         }
@@ -269,6 +273,17 @@ async fn run(mut io: AgentIo, cap: usize, transfer_to: Option<Arc<str>>) -> Resu
             }
         }
     }
+    if tape.overflowed > 0 {
+        let rate = u64::from(io.audio.rate().hz());
+        tracing::info!(
+            call_id = %io.call.id(),
+            dropped_ms = tape.overflowed * 1_000 / rate,
+            max_utterance_ms = cap as u64 * 1_000 / rate,
+            tape_bytes = tape.ring.len(),
+            "the caller's audio did not all fit on the echo tape: the oldest was dropped"
+        );
+    }
+    Ok(())
 }
 
 /// Reads caller audio onto the tape until it reaches stream position `upto` or the ring is
@@ -284,8 +299,22 @@ fn read_upto(io: &mut AgentIo, scratch: &mut [i16; CHUNK], tape: &mut Tape, upto
     }
 }
 
-/// Bytes per tape chunk (2 KiB: ~1 900 samples of speech packed, 80 ms at 24 kHz).
-const TAPE_CHUNK: usize = 2048;
+/// The most bytes of packed audio a tape holds: 64 KiB, allocated when the agent starts and
+/// reused for the whole call.
+///
+/// Why this bound: the tape is per-call memory that the server's 128 KiB-per-call target counts,
+/// and it is preallocated, so its size is a fixed cost (as far as its pages are written, see
+/// [`Tape`]), not an average. The earlier tape, which grew in 2 KiB chunks, was bounded only in
+/// samples ([`EchoAgent::max_utterance`], 10 s: 200–480 KiB packed at 24 kHz) and held 50–80 KiB
+/// on average in the 300-call load tests; 64 KiB is that average, now a ceiling, and leaves the
+/// rest of the call (rings, session, tasks: ~75 KiB) room near the target. What it holds
+/// depends on how well the audio packs (measured on the corpus' speech clips through this
+/// packing, from band-limited telephone speech to noisy TTS): at 16 kHz, 3.8–4.3 s of
+/// `speech_001` (7.6–8.6 bits a sample, as recorded and +10 dB) and ~2 s of the noisiest clips
+/// (~15 bits); at 24 kHz 2.8–3.2 s and ~1.4 s; at 8 kHz ~8 s. `max_utterance` stays the other
+/// bound, in samples; the smaller one applies. Past either, the oldest audio is dropped (see
+/// [`Tape`]).
+const TAPE_BYTES: usize = 64 * 1024;
 /// Samples per packed block.
 const BLOCK: usize = 64;
 /// Bits of the widest residual: an order-2 residual of i16 samples lies within ±131 072, so its
@@ -298,7 +327,8 @@ const fn block_bytes(width: u32) -> usize {
 const MAX_BLOCK_BYTES: usize = block_bytes(MAX_WIDTH);
 
 /// The caller audio the agent holds: one FIFO that both the utterance being recorded and the
-/// one being played back live in (the one played is always the oldest), packed losslessly.
+/// one being played back live in (the one played is always the oldest), packed losslessly into
+/// storage allocated once.
 ///
 /// Why packed: this tape is most of what the echo agent costs per call (seconds of speech at the
 /// agent rate; ~100 KiB per call on average in the 300-call load test as plain i16), and the
@@ -307,20 +337,34 @@ const MAX_BLOCK_BYTES: usize = block_bytes(MAX_WIDTH);
 /// width of the block's largest one: speech at 24 kHz (band-limited to the call's 8 kHz) packs
 /// to ~8–9 bits a sample, silence and pre-roll to a few, so the tape holds about half the bytes.
 /// It is exact: what is played back is bit for bit what was recorded. Costs ~1.8 ns a sample
-/// to pack (whole blocks straight from the input into the chunk, four bytes at a time; 3.1 ns
+/// to pack (whole blocks straight from the input into the ring, four bytes at a time; 3.1 ns
 /// byte by byte through `tail`) and ~2.4 ns to read back through `front` and `drop_front`
 /// (plain shifts, no table; 10 s of loud synthetic audio at 24 kHz pushed in 20 ms pieces,
-/// best of five, on this box), i.e. ~0.1 ms of CPU per second of speech per call.
+/// best of five, on this box; measured with the earlier 2 KiB-chunk storage, the packing is the
+/// same), i.e. ~0.1 ms of CPU per second of speech per call.
 ///
 /// Layout, oldest first: `head` (the block being played back, unpacked), the packed blocks in
-/// 2 KiB chunks (freed as soon as they are played or dropped; one is kept as a spare), then
-/// `tail` (the block being recorded, not yet packed). A call holds only the audio still to be
-/// echoed, never an utterance twice, and an idle call holds nothing but the spare.
+/// `ring` (a ring buffer of [`TAPE_BYTES`] at most; a block may wrap around its end), then `tail`
+/// (the block being recorded, not yet packed). Real-time: nothing here allocates after
+/// [`Tape::new`]. The ring starts over at its beginning whenever it is empty (every turn the
+/// caller does not talk over), so the memory pages a call touches follow the longest audio it
+/// held at once: the ring is zeroed memory from the allocator, and pages never written are not
+/// resident (the server puts blocks this size in their own mapping, see `server::heap`).
+///
+/// Full: audio beyond either bound (`cap` samples, the ring's bytes) drops the oldest samples
+/// first, so a longer utterance keeps its last part, and an echo still playing loses its rest
+/// before the new utterance loses anything. The samples dropped so are counted in `overflowed`
+/// (the echo agent logs the call's total at its end).
 #[derive(Debug)]
 struct Tape {
-    chunks: VecDeque<Chunk>,
-    /// Byte offset of the oldest packed block in the front chunk.
+    /// The packed blocks: `used` bytes from `read` on, wrapping around the end.
+    ring: Box<[u8]>,
+    /// Byte offset of the oldest packed block.
     read: usize,
+    /// Byte offset where the next block goes.
+    write: usize,
+    /// Bytes of packed blocks stored.
+    used: usize,
     /// Packed blocks stored (each [`BLOCK`] samples).
     blocks: usize,
     /// The oldest samples, unpacked: `head[head_pos..head_len]`.
@@ -336,14 +380,30 @@ struct Tape {
     start: u64,
     /// The most samples held; older ones are dropped first.
     cap: usize,
-    spare: Option<Box<[u8; TAPE_CHUNK]>>,
+    /// Samples dropped because they did not fit (either bound), over the tape's life.
+    overflowed: u64,
 }
 
 impl Tape {
+    /// A tape of at most `cap` samples and [`TAPE_BYTES`] packed.
     fn new(cap: usize) -> Self {
+        Self::with_bytes(cap, TAPE_BYTES)
+    }
+
+    /// A tape of at most `cap` samples and `bytes` packed (at least one block of the widest
+    /// kind; never more than `cap` samples of it can take, so a short `cap` allocates less).
+    fn with_bytes(cap: usize, bytes: usize) -> Self {
+        let cap = cap.max(1);
+        // The ring holds at most the whole blocks of `cap` samples, plus the one being packed
+        // before `push` drops the oldest beyond `cap` (a block's bytes are freed as soon as it
+        // is unpacked into `head`).
+        let most = (cap / BLOCK + 1) * MAX_BLOCK_BYTES;
+        let bytes = bytes.min(most).max(MAX_BLOCK_BYTES);
         Self {
-            chunks: VecDeque::new(),
+            ring: vec![0; bytes].into_boxed_slice(),
             read: 0,
+            write: 0,
+            used: 0,
             blocks: 0,
             head: [0; BLOCK],
             head_pos: 0,
@@ -352,8 +412,8 @@ impl Tape {
             tail_len: 0,
             len: 0,
             start: 0,
-            cap: cap.max(1),
-            spare: None,
+            cap,
+            overflowed: 0,
         }
     }
 
@@ -362,7 +422,7 @@ impl Tape {
         self.start + self.len as u64
     }
 
-    /// Appends samples, dropping the oldest beyond the cap.
+    /// Appends samples, dropping the oldest beyond either bound.
     fn push(&mut self, mut samples: &[i16]) {
         while !samples.is_empty() {
             // Whole blocks are packed straight from the input; only a partial one waits in
@@ -373,72 +433,107 @@ impl Tape {
                 self.len += BLOCK;
                 self.pack(block);
                 samples = rest;
-                continue;
+            } else {
+                let n = samples.len().min(BLOCK - self.tail_len);
+                self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&samples[..n]);
+                self.tail_len += n;
+                self.len += n;
+                samples = &samples[n..];
+                if self.tail_len == BLOCK {
+                    let block = self.tail;
+                    self.tail_len = 0;
+                    self.pack(&block);
+                }
             }
-            let n = samples.len().min(BLOCK - self.tail_len);
-            self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&samples[..n]);
-            self.tail_len += n;
-            self.len += n;
-            samples = &samples[n..];
-            if self.tail_len == BLOCK {
-                let block = self.tail;
-                self.tail_len = 0;
-                self.pack(&block);
-            }
+            // Per block, so the ring never holds more than `cap` samples' worth of blocks.
+            self.overflow(self.len.saturating_sub(self.cap));
         }
-        self.drop_front(self.len.saturating_sub(self.cap));
     }
 
-    /// Packs a block onto the back chunk (a new chunk if it does not fit): in place when the
-    /// chunk has room for the widest block, else through a buffer to learn its size first.
+    /// Drops the `n` oldest samples because they did not fit, counted.
+    fn overflow(&mut self, n: usize) {
+        if n > 0 {
+            self.overflowed += n as u64;
+            self.drop_front(n);
+        }
+    }
+
+    /// Packs a block onto the ring (its samples are already counted in `len`): in place when
+    /// the ring has room for the widest block before its end, else through a buffer to learn
+    /// its size first, after dropping the oldest samples if it does not fit.
     fn pack(&mut self, block: &[i16; BLOCK]) {
-        if let Some(back) = self.chunks.back_mut()
-            && let Some(out) = back.bytes.get_mut(back.used..back.used + MAX_BLOCK_BYTES)
+        if self.ring.len() - self.used >= MAX_BLOCK_BYTES
+            && let Some(out) = self.ring.get_mut(self.write..self.write + MAX_BLOCK_BYTES)
             && let Ok(out) = <&mut [u8; MAX_BLOCK_BYTES]>::try_from(out)
         {
-            back.used += pack_block(block, out);
-            self.blocks += 1;
+            let n = pack_block(block, out);
+            self.stored(n);
             return;
         }
         let mut buf = [0u8; MAX_BLOCK_BYTES];
         let n = pack_block(block, &mut buf);
-        if self.chunks.back().is_none_or(|c| c.used + n > TAPE_CHUNK) {
-            let bytes = self
-                .spare
-                .take()
-                .unwrap_or_else(|| Box::new([0; TAPE_CHUNK]));
-            if self.chunks.is_empty() {
-                self.read = 0;
-            }
-            self.chunks.push_back(Chunk { bytes, used: 0 });
-        }
-        if let Some(back) = self.chunks.back_mut() {
-            back.bytes[back.used..back.used + n].copy_from_slice(&buf[..n]);
-            back.used += n;
-        }
+        self.make_room(n);
+        // Around the end of the ring if need be.
+        let first = n.min(self.ring.len() - self.write);
+        self.ring[self.write..self.write + first].copy_from_slice(&buf[..first]);
+        self.ring[..n - first].copy_from_slice(&buf[first..n]);
+        self.stored(n);
+    }
+
+    /// A block of `n` bytes was written at `write`.
+    fn stored(&mut self, n: usize) {
+        self.write = (self.write + n) % self.ring.len();
+        self.used += n;
         self.blocks += 1;
     }
 
-    /// Takes the oldest packed block off the chunks: unpacked into `head` if `unpack`, else
-    /// skipped. Frees the front chunk once it has been read to its end.
+    /// Frees at least `n` bytes of the ring, dropping the oldest samples: the rest of `head`
+    /// and as many of the oldest blocks as it takes.
+    fn make_room(&mut self, n: usize) {
+        let mut free = self.ring.len() - self.used;
+        let mut drop = self.head_len - self.head_pos;
+        let mut at = self.read;
+        let mut blocks = 0;
+        while free < n && blocks < self.blocks {
+            let size = block_bytes(u32::from(self.ring[at]).min(MAX_WIDTH));
+            free += size;
+            at = (at + size) % self.ring.len();
+            blocks += 1;
+            drop += BLOCK;
+        }
+        if blocks > 0 {
+            // Exactly the head's rest and whole blocks: `drop_front` skips them unpacked.
+            self.overflow(drop);
+        }
+    }
+
+    /// Takes the oldest packed block off the ring: unpacked into `head` if `unpack`, else
+    /// skipped. An empty ring starts over at its beginning.
     fn take_block(&mut self, unpack: bool) {
-        let Some(front) = self.chunks.front() else {
+        if self.blocks == 0 {
             return;
-        };
-        let size = block_bytes(u32::from(front.bytes[self.read]).min(MAX_WIDTH));
+        }
+        let size = block_bytes(u32::from(self.ring[self.read]).min(MAX_WIDTH));
         if unpack {
-            unpack_block(&front.bytes[self.read..self.read + size], &mut self.head);
+            if let Some(packed) = self.ring.get(self.read..self.read + size) {
+                unpack_block(packed, &mut self.head);
+            } else {
+                // Around the end of the ring.
+                let mut buf = [0u8; MAX_BLOCK_BYTES];
+                let first = self.ring.len() - self.read;
+                buf[..first].copy_from_slice(&self.ring[self.read..]);
+                buf[first..size].copy_from_slice(&self.ring[..size - first]);
+                unpack_block(&buf[..size], &mut self.head);
+            }
             self.head_pos = 0;
             self.head_len = BLOCK;
         }
-        self.read += size;
+        self.read = (self.read + size) % self.ring.len();
+        self.used -= size;
         self.blocks -= 1;
-        if self.read >= front.used {
-            let chunk = self.chunks.pop_front();
+        if self.blocks == 0 {
             self.read = 0;
-            if self.spare.is_none() {
-                self.spare = chunk.map(|c| c.bytes);
-            }
+            self.write = 0;
         }
     }
 
@@ -493,14 +588,6 @@ impl Tape {
         let n = max.min(self.head_len - self.head_pos);
         &self.head[self.head_pos..self.head_pos + n]
     }
-}
-
-/// A 2 KiB chunk of packed blocks, filled front to back up to `used` (a block that would not
-/// fit starts the next chunk).
-#[derive(Debug)]
-struct Chunk {
-    bytes: Box<[u8; TAPE_CHUNK]>,
-    used: usize,
 }
 
 /// Packs one block into `out`; returns the bytes written.
@@ -572,6 +659,7 @@ fn unpack_block(packed: &[u8], x: &mut [i16; BLOCK]) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -617,7 +705,23 @@ mod tests {
 
     #[test]
     fn tape_is_a_capped_fifo_that_frees_what_it_drops() {
-        // The tape against a plain FIFO, under random pushes, reads and drops.
+        // The tape against a plain FIFO, under random pushes, reads and drops: in a ring with
+        // room to spare (only the sample cap drops audio), and in one so small that the byte
+        // bound drops audio all the time and blocks wrap around its end.
+        for bytes in [TAPE_BYTES, 3_000] {
+            fifo_against_a_model(bytes);
+        }
+        // Packed, a loud second at 24 kHz takes well under its 47 KiB as plain samples.
+        let mut t = Tape::new(24_000);
+        let s: Vec<i16> = (0..24_000)
+            .map(|i| ((i as f32 * 0.05).sin() * 8_000.0 + (i as f32 * 0.31).sin() * 2_000.0) as i16)
+            .collect();
+        t.push(&s);
+        assert!(t.used < 48_000 * 3 / 4, "{} bytes", t.used);
+        assert_eq!((t.len, t.overflowed), (24_000, 0));
+    }
+
+    fn fifo_against_a_model(bytes: usize) {
         let mut rng = 0x9e37_79b9_u32;
         let mut next = move || {
             rng ^= rng << 13;
@@ -626,28 +730,48 @@ mod tests {
             rng
         };
         let cap = 5_000;
-        let mut t = Tape::new(cap);
+        let mut t = Tape::with_bytes(cap, bytes);
+        // 3 000 bytes, or the most `cap` samples can take (full-scale noise included: that ring
+        // never drops more than the cap does).
+        assert_eq!(t.ring.len(), bytes.min((cap / BLOCK + 1) * MAX_BLOCK_BYTES));
         let mut model: VecDeque<i16> = VecDeque::new();
         let mut start = 0u64;
+        let mut overflowed = 0u64;
+        let mut wrapped = false;
         let mut phase = 0.0f32;
         for step in 0..20_000 {
             match next() % 8 {
                 0..=3 => {
                     let n = (next() % 1_000) as usize;
-                    let loud = (step / 500) % 2 == 0;
+                    // Loud tone, quiet tone, full-scale noise (the widest blocks).
+                    let kind = (step / 500) % 3;
                     let s: Vec<i16> = (0..n)
                         .map(|_| {
                             phase += 0.2;
                             let noise = (next() % 64) as f32 - 32.0;
-                            (phase.sin() * if loud { 20_000.0 } else { 50.0 } + noise) as i16
+                            match kind {
+                                0 => (phase.sin() * 20_000.0 + noise) as i16,
+                                1 => (phase.sin() * 50.0 + noise) as i16,
+                                _ => next() as i16,
+                            }
                         })
                         .collect();
                     t.push(&s);
                     model.extend(&s);
-                    while model.len() > cap {
-                        model.pop_front();
-                        start += 1;
+                    // What did not fit went oldest first, counted; the cap alone drops exactly
+                    // the excess, the byte bound more.
+                    let dropped = t.start - start;
+                    let excess = model.len().saturating_sub(cap) as u64;
+                    if bytes == TAPE_BYTES {
+                        assert_eq!(dropped, excess, "step {step}");
+                    } else {
+                        assert!(dropped >= excess, "step {step}");
                     }
+                    model.drain(..dropped as usize);
+                    start += dropped;
+                    overflowed += dropped;
+                    assert_eq!(t.overflowed, overflowed, "step {step}");
+                    assert!(t.len <= cap && t.used <= t.ring.len(), "step {step}");
                 }
                 4 | 5 => {
                     let max = (next() % 1_000) as usize;
@@ -678,6 +802,10 @@ mod tests {
                 }
             }
             assert_eq!((t.start, t.len), (start, model.len()), "step {step}");
+            wrapped |= t.read + t.used > t.ring.len();
+        }
+        if bytes < TAPE_BYTES {
+            assert!(wrapped && t.overflowed > cap as u64, "{}", t.overflowed);
         }
         // Reading the whole tape back front to back gives what is left, in order.
         let mut back = Vec::new();
@@ -687,23 +815,46 @@ mod tests {
             t.drop_front(f.len());
         }
         assert!(back.iter().eq(model.iter()));
-        // Everything played: no chunk left but the spare.
-        assert!(t.chunks.is_empty() && t.spare.is_some() && t.blocks == 0);
+        // Everything played: the ring is empty and starts over at its beginning.
+        assert_eq!((t.used, t.blocks, t.read, t.write), (0, 0, 0, 0));
         assert!(t.front(10).is_empty());
         t.drop_until(u64::MAX);
         t.drop_front(10);
         assert_eq!(t.len, 0);
-        // Packed, a loud second at 24 kHz takes well under its 47 KiB as plain samples.
-        let mut t = Tape::new(24_000);
-        let s: Vec<i16> = (0..24_000)
-            .map(|i| ((i as f32 * 0.05).sin() * 8_000.0 + (i as f32 * 0.31).sin() * 2_000.0) as i16)
-            .collect();
-        t.push(&s);
-        assert!(
-            t.chunks.len() * TAPE_CHUNK < 48_000 * 3 / 4,
-            "{} chunks",
-            t.chunks.len()
+    }
+
+    #[test]
+    fn a_tape_is_allocated_once_and_keeps_the_last_part_of_what_does_not_fit() {
+        // The default 10 s at 24 kHz: the byte budget binds; a short cap allocates less.
+        assert_eq!(Tape::new(240_000).ring.len(), TAPE_BYTES);
+        assert_eq!(
+            Tape::new(8_000).ring.len(),
+            (8_000 / BLOCK + 1) * MAX_BLOCK_BYTES
         );
+        // 10 s of full-scale noise (~18 bits a sample) through the 64 KiB ring.
+        let mut rng = 0x2545_f491_u32;
+        let s: Vec<i16> = (0..240_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                rng as i16
+            })
+            .collect();
+        let mut t = Tape::new(240_000);
+        for piece in s.chunks(480) {
+            t.push(piece);
+            assert!(t.used <= TAPE_BYTES);
+        }
+        assert_eq!(t.overflowed + t.len as u64, 240_000);
+        assert!(t.len > 28_000, "{} samples kept", t.len);
+        let mut back = Vec::new();
+        while t.len > 0 {
+            let f = t.front(960).to_vec();
+            back.extend_from_slice(&f);
+            t.drop_front(f.len());
+        }
+        assert_eq!(back, s[s.len() - back.len()..]);
     }
 
     /// Drives the echo agent through a real session with fake time: a burst of tone as the

@@ -23,21 +23,15 @@ pub(crate) struct LogBudget {
     max: u32,
     left: u32,
     suppressed: u64,
-    /// For agents that log without the call's span (the echo agent).
-    call_id: Option<CallId>,
+    /// The call, named in the notices (no agent logs inside a per-call span).
+    call_id: CallId,
     counter: Counter,
 }
 
 impl LogBudget {
     /// An allowance of `max` lines of `what`, counting the rest in `counter`
-    /// (`AgentMetrics::log_lines_suppressed`). `call_id` goes into the notices when the lines
-    /// are not logged inside the call's span.
-    pub(crate) fn new(
-        what: &'static str,
-        max: u32,
-        call_id: Option<CallId>,
-        counter: Counter,
-    ) -> Self {
+    /// (`AgentMetrics::log_lines_suppressed`). `call_id` goes into the notices.
+    pub(crate) fn new(what: &'static str, max: u32, call_id: CallId, counter: Counter) -> Self {
         Self {
             what,
             max,
@@ -57,7 +51,7 @@ impl LogBudget {
         }
         if self.suppressed == 0 {
             tracing::warn!(
-                call_id = self.call_id.as_ref().map(tracing::field::display),
+                call_id = %self.call_id,
                 limit = self.max,
                 "further {} suppressed for this call (counted in \
                  voicegate_agent_log_lines_suppressed_total)",
@@ -82,7 +76,7 @@ impl Drop for LogBudget {
     fn drop(&mut self) {
         if self.suppressed > 0 {
             tracing::info!(
-                call_id = self.call_id.as_ref().map(tracing::field::display),
+                call_id = %self.call_id,
                 suppressed = self.suppressed,
                 "{} suppressed in this call",
                 self.what
@@ -139,19 +133,34 @@ mod tests {
     fn allows_max_then_counts() {
         let (captured, _guard) = Captured::start();
         let counter = Counter::default();
-        let mut b = LogBudget::new("test lines", 3, None, counter.clone());
+        let mut b = LogBudget::new(
+            "test lines",
+            3,
+            CallId::parse("budget-test").unwrap(),
+            counter.clone(),
+        );
         let allowed = (0..10).filter(|_| b.allow()).count();
         assert_eq!(allowed, 3);
         assert_eq!(b.suppressed(), 7);
         assert_eq!(counter.get(), 7);
         drop(b);
-        let mut none = LogBudget::new("test lines", 0, None, counter.clone());
+        let mut none = LogBudget::new(
+            "test lines",
+            0,
+            CallId::parse("budget-test").unwrap(),
+            counter.clone(),
+        );
         assert!(!none.allow());
         assert_eq!(counter.get(), 8);
         drop(none);
         let lines = captured.lines();
         assert_eq!(lines.len(), 4, "{lines:#?}");
         assert!(lines[0].contains("further test lines suppressed for this call"));
-        assert!(lines[1].contains("test lines suppressed in this call suppressed=7"));
+        assert!(lines[1].contains("test lines suppressed in this call"));
+        assert!(lines[1].contains("suppressed=7"));
+        assert!(
+            lines.iter().all(|l| l.contains("call_id=budget-test")),
+            "{lines:#?}"
+        );
     }
 }

@@ -81,9 +81,9 @@ pub fn now() -> Instant {
 /// process (the slot is reused, its map kept). Those maps are allocated while a burst of calls
 /// is coming in, in the middle of the calls' memory, and after the burst each pinned a heap page
 /// that `malloc_trim` could not give back (heaptrack after 3 000 calls: ~450 of them, the bulk of
-/// what was still allocated). The agent task gets no span either: agents that log a lot make
-/// their own (the agent bridge and the OpenAI Realtime agent do), the echo agent names the call
-/// in its few events.
+/// what was still allocated). The agent task gets no span either: every agent's events carry
+/// `call_id` as a field too (the agent bridge, the OpenAI Realtime agent and the echo agent),
+/// which also keeps the per-wake path clear of the `EnvFilter` lock a span enter takes.
 pub async fn run(ws: WebSocket, guard: SocketGuard, st: AppState) {
     serve(ws, guard, st).await;
 }

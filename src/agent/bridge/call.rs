@@ -35,7 +35,8 @@ use crate::agent::log_budget::LogBudget;
 use crate::agent::metrics::AgentMetrics;
 use crate::agent::wire::{Io, Wire};
 use crate::agent::{
-    ActionError, AgentAction, AgentAudio, AgentError, AgentEvent, AgentIo, CallInfo, EndReason,
+    ActionError, AgentAction, AgentAudio, AgentError, AgentEvent, AgentIo, CallId, CallInfo,
+    EndReason,
 };
 use crate::core::audio::MAX_FRAME_SAMPLES;
 
@@ -78,21 +79,21 @@ pub(super) async fn run(
     let ws = tokio::select! {
         r = connecting => r,
         () = io.audio.closed() => {
-            tracing::info!(agent = %url, "call ended while connecting to the agent");
+            tracing::info!(call_id = %call.call_id, agent = %url, "call ended while connecting to the agent");
             return Ok(());
         }
     };
     let result = match ws {
         Ok(ws) => {
             metrics.connections.inc();
-            tracing::info!(agent = %url, "agent connected");
+            tracing::info!(call_id = %call.call_id, agent = %url, "agent connected");
             CallBridge::new(ws, &call, &io).run(&mut io).await
         }
         Err(e) => Err(BridgeError::from(e)),
     };
     result.map_err(|e| {
         metrics.failure(e.label());
-        tracing::warn!(agent = %url, error = %e, "agent bridge failed");
+        tracing::warn!(call_id = %call.call_id, agent = %url, error = %e, "agent bridge failed");
         AgentError::failed(e)
     })
 }
@@ -145,6 +146,9 @@ impl MarkNames {
 }
 
 struct CallBridge {
+    /// For the log events: they carry it as a field (the bridge runs without a span, see
+    /// `BridgeAgent::start`).
+    call_id: CallId,
     wire: Wire,
     backlog: Backlog,
     scratch: [i16; MAX_FRAME_SAMPLES],
@@ -174,6 +178,7 @@ impl CallBridge {
         let rate = io.audio.rate();
         let (actions_tx, actions_rx) = mpsc::channel(MAX_ACTIONS);
         Self {
+            call_id: call.call_id.clone(),
             wire,
             backlog: Backlog::new((u128::from(rate.hz()) * BACKLOG.as_millis() / 1_000) as usize),
             scratch: [0; MAX_FRAME_SAMPLES],
@@ -190,13 +195,13 @@ impl CallBridge {
             agent_logs: LogBudget::new(
                 "agent log lines",
                 MAX_AGENT_LOG_LINES,
-                None,
+                call.call_id.clone(),
                 io.metrics.log_lines_suppressed.clone(),
             ),
             action_logs: LogBudget::new(
                 "lines about the agent's call-control requests",
                 MAX_ACTION_LOG_LINES,
-                None,
+                call.call_id.clone(),
                 io.metrics.log_lines_suppressed.clone(),
             ),
         }
@@ -387,15 +392,23 @@ impl CallBridge {
                     return;
                 }
                 match level {
-                    LogLevel::Debug => tracing::debug!(agent_log = %message, "agent"),
-                    LogLevel::Info => tracing::info!(agent_log = %message, "agent"),
-                    LogLevel::Warn => tracing::warn!(agent_log = %message, "agent"),
-                    LogLevel::Error => tracing::error!(agent_log = %message, "agent"),
+                    LogLevel::Debug => {
+                        tracing::debug!(call_id = %self.call_id, agent_log = %message, "agent");
+                    }
+                    LogLevel::Info => {
+                        tracing::info!(call_id = %self.call_id, agent_log = %message, "agent");
+                    }
+                    LogLevel::Warn => {
+                        tracing::warn!(call_id = %self.call_id, agent_log = %message, "agent");
+                    }
+                    LogLevel::Error => {
+                        tracing::error!(call_id = %self.call_id, agent_log = %message, "agent");
+                    }
                 }
             }
             AgentMessage::Unknown => {
                 self.metrics.messages_unknown.inc();
-                tracing::debug!("agent message of an unknown type ignored");
+                tracing::debug!(call_id = %self.call_id, "agent message of an unknown type ignored");
             }
         }
     }
@@ -409,7 +422,10 @@ impl CallBridge {
             (AgentAction::Hangup, Hangup::InFlight | Hangup::Done) => {
                 self.metrics.actions_ignored.inc();
                 if tracing::enabled!(tracing::Level::DEBUG) && self.action_logs.allow() {
-                    tracing::debug!("agent asks for hangup again: ignored, the call is hanging up");
+                    tracing::debug!(
+                        call_id = %self.call_id,
+                        "agent asks for hangup again: ignored, the call is hanging up"
+                    );
                 }
                 return;
             }
@@ -427,7 +443,7 @@ impl CallBridge {
             self.hangup = Hangup::InFlight;
         }
         if self.action_logs.allow() {
-            tracing::info!(%action, "agent asks for {action}");
+            tracing::info!(call_id = %self.call_id, %action, "agent asks for {action}");
         }
         let call = io.call.clone();
         let tx = self.actions_tx.clone();
@@ -449,7 +465,7 @@ impl CallBridge {
         match done.result {
             Ok(()) => {
                 if self.action_logs.allow() {
-                    tracing::info!(action = %done.action, "agent's {} done", done.action);
+                    tracing::info!(call_id = %self.call_id, action = %done.action, "agent's {} done", done.action);
                 }
             }
             Err(e) => self.action_failed(&done.action, &e.to_string()),
@@ -461,7 +477,7 @@ impl CallBridge {
     fn action_failed(&mut self, action: &AgentAction, error: &str) {
         self.metrics.actions_failed.inc();
         if self.action_logs.allow() {
-            tracing::warn!(%action, error, "agent's call-control request failed");
+            tracing::warn!(call_id = %self.call_id, %action, error, "agent's call-control request failed");
         }
         let name = match action {
             AgentAction::Hangup => "hangup",
@@ -482,7 +498,7 @@ impl CallBridge {
         self.wire
             .close(CLOSE_NORMAL, "call ended", STOP_GRACE)
             .await;
-        tracing::debug!(reason = reason.as_str(), "agent told the call ended");
+        tracing::debug!(call_id = %self.call_id, reason = reason.as_str(), "agent told the call ended");
         Ok(())
     }
 }
@@ -575,6 +591,15 @@ mod tests {
         assert_eq!(count("further lines about the agent's call-control"), 1);
         assert_eq!(count("suppressed in this call"), 2, "{lines:#?}");
         assert!(lines.len() < 250);
+        // No span: every line names the call itself, the notices and totals included.
+        let unnamed: Vec<_> = lines
+            .iter()
+            .filter(|l| !l.contains("call_id=flood"))
+            .collect();
+        assert!(
+            unnamed.is_empty(),
+            "lines without the call's id: {unnamed:#?}"
+        );
         assert!(
             metrics.log_lines_suppressed.get()
                 >= (LOGS as u64 - u64::from(MAX_AGENT_LOG_LINES)) + answered

@@ -101,12 +101,11 @@ impl Agent for BridgeAgent {
     }
 
     fn start(&self, call: CallInfo, io: AgentIo) -> BoxFuture<'static, Result<(), AgentError>> {
-        // The media task logs without a span (see `server::media::run`); this agent's many
-        // events get the call's id from one of their own.
-        let span = tracing::info_span!("call", call_id = %call.call_id);
-        Box::pin(tracing::Instrument::instrument(
-            call::run(self.config.clone(), call, io),
-            span,
-        ))
+        // No span around the call's future: an instrumented future enters and leaves its
+        // span on every poll, and tracing-subscriber's `EnvFilter` takes a lock (a read of its
+        // `by_id` RwLock) on each enter and exit: a lock per wake-up of the per-frame path.
+        // Per-call spans also pin heap pages (see `server::media::run`). Every event of the
+        // bridge carries `call_id` as a field instead, as the media task's do.
+        Box::pin(call::run(self.config.clone(), call, io))
     }
 }

@@ -19,7 +19,7 @@ use crate::agent::backlog::{Applied, Backlog, Marker};
 use crate::agent::connect::{self, AgentSocket, ConnectError};
 use crate::agent::metrics::{AgentMetrics, FailureLabel, OpenAiErrorLabel, RateLimitLabel};
 use crate::agent::wire::{Io, Wire, truncate};
-use crate::agent::{AgentAudio, AgentError, AgentEvent, AgentIo};
+use crate::agent::{AgentAudio, AgentError, AgentEvent, AgentIo, CallId};
 use crate::core::{BargeIn, TurnId};
 
 /// Samples per `input_audio_buffer.append` at most (200 ms).
@@ -77,6 +77,7 @@ impl RealtimeError {
 pub(super) async fn run(
     config: Arc<OpenAiConfig>,
     connect_timeout: Duration,
+    call_id: CallId,
     mut io: AgentIo,
 ) -> Result<(), AgentError> {
     let metrics = io.metrics.clone();
@@ -96,13 +97,15 @@ pub(super) async fn run(
             () = io.audio.closed() => return Ok(()),
         };
         metrics.connections.inc();
-        tracing::info!(model = %config.model, "OpenAI Realtime connected");
-        Realtime::new(ws, config.clone(), &io).run(&mut io).await
+        tracing::info!(call_id = %call_id, model = %config.model, "OpenAI Realtime connected");
+        Realtime::new(ws, config.clone(), call_id.clone(), &io)
+            .run(&mut io)
+            .await
     }
     .await;
     result.map_err(|e| {
         metrics.failure(e.label());
-        tracing::warn!(error = %e, "OpenAI Realtime failed");
+        tracing::warn!(call_id = %call_id, error = %e, "OpenAI Realtime failed");
         AgentError::failed(e)
     })
 }
@@ -130,6 +133,9 @@ struct PlayoutSeen {
 }
 
 struct Realtime {
+    /// For the log events: they carry it as a field (the adapter runs without a span, see
+    /// `OpenAiRealtimeAgent::start`).
+    call_id: CallId,
     wire: Wire,
     backlog: Backlog,
     config: Arc<OpenAiConfig>,
@@ -151,10 +157,11 @@ struct Realtime {
 }
 
 impl Realtime {
-    fn new(ws: AgentSocket, config: Arc<OpenAiConfig>, io: &AgentIo) -> Self {
+    fn new(ws: AgentSocket, config: Arc<OpenAiConfig>, call_id: CallId, io: &AgentIo) -> Self {
         let mut wire = Wire::new(ws, QUEUE_CAP + 8);
         wire.text(schema::session_update(&config));
         Self {
+            call_id,
             wire,
             backlog: Backlog::new(
                 (REALTIME_RATE_HZ as u128 * BACKLOG.as_millis() / 1_000) as usize,
@@ -307,7 +314,7 @@ impl Realtime {
             Ok(ev) => ev,
             Err(e) => {
                 self.metrics.openai_error(OpenAiErrorLabel::other);
-                tracing::warn!(error = %e, "unreadable Realtime event ignored");
+                tracing::warn!(call_id = %self.call_id, error = %e, "unreadable Realtime event ignored");
                 return;
             }
         };
@@ -344,18 +351,18 @@ impl Realtime {
                         .status_details
                         .map(|d| d.to_string())
                         .unwrap_or_default();
-                    tracing::warn!(response = %response.id, details = %truncate(&details, 300), "Realtime response failed");
+                    tracing::warn!(call_id = %self.call_id, response = %response.id, details = %truncate(&details, 300), "Realtime response failed");
                 }
             }
             ServerEvent::SpeechStarted { audio_start_ms } => {
-                tracing::debug!(audio_start_ms, "the model heard the caller start speaking");
+                tracing::debug!(call_id = %self.call_id, audio_start_ms, "the model heard the caller start speaking");
                 self.interrupt("the model heard the caller", None, audio);
             }
             ServerEvent::Error { error } => {
                 let code = error.code.as_deref().unwrap_or("");
                 if code == "response_cancel_not_active" {
                     // The model had already stopped (its own turn detection cancels too).
-                    tracing::debug!("response.cancel after the response ended");
+                    tracing::debug!(call_id = %self.call_id, "response.cancel after the response ended");
                     return;
                 }
                 // Labelled by the error's type (a short fixed list); codes are many.
@@ -365,7 +372,7 @@ impl Realtime {
                     &error.kind
                 };
                 self.metrics.openai_error(OpenAiErrorLabel::from_type(kind));
-                tracing::warn!(kind = %error.kind, code, message = %truncate(&error.message, 300), "Realtime API error");
+                tracing::warn!(call_id = %self.call_id, kind = %error.kind, code, message = %truncate(&error.message, 300), "Realtime API error");
             }
             ServerEvent::RateLimits { rate_limits } => {
                 for l in rate_limits {
@@ -373,9 +380,9 @@ impl Realtime {
                     self.metrics
                         .openai_rate_limit(RateLimitLabel::from_name(&l.name), remaining as i64);
                     if remaining <= 0.0 {
-                        tracing::warn!(limit = %truncate(&l.name, 32), reset_seconds = l.reset_seconds.unwrap_or(0.0), "Realtime rate limit reached");
+                        tracing::warn!(call_id = %self.call_id, limit = %truncate(&l.name, 32), reset_seconds = l.reset_seconds.unwrap_or(0.0), "Realtime rate limit reached");
                     } else {
-                        tracing::debug!(limit = %truncate(&l.name, 32), remaining, "Realtime rate limit");
+                        tracing::debug!(call_id = %self.call_id, limit = %truncate(&l.name, 32), remaining, "Realtime rate limit");
                     }
                 }
             }
@@ -395,7 +402,7 @@ impl Realtime {
             || !self.delta.len().is_multiple_of(2)
         {
             self.metrics.openai_error(OpenAiErrorLabel::other);
-            tracing::warn!(bytes = self.delta.len(), "undecodable audio delta dropped");
+            tracing::warn!(call_id = %self.call_id, bytes = self.delta.len(), "undecodable audio delta dropped");
             return;
         }
         if self.items.back().is_none_or(|i| i.id != item_id) {
@@ -467,7 +474,7 @@ impl Realtime {
         }
         self.wire.text(msg);
         self.metrics.openai_truncations.inc();
-        tracing::info!(reason = why, item = %item_id, heard_ms, written_ms = written.as_millis() as u64, "truncated the answer at what the caller heard");
+        tracing::info!(call_id = %self.call_id, reason = why, item = %item_id, heard_ms, written_ms = written.as_millis() as u64, "truncated the answer at what the caller heard");
         if let Some(r) = self.active_response.take() {
             self.cancel(r);
         }
@@ -480,5 +487,77 @@ impl Realtime {
             self.cancelled.pop_front();
         }
         self.cancelled.push_back(response_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::SinkExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::agent::log_budget::Captured;
+    use crate::agent::openai_realtime::OpenAiArgs;
+    use crate::core::{SampleRate, SessionConfig};
+
+    /// The adapter runs without a span, so each of its log lines must name the call: a stand-in
+    /// API sends one event of each kind the adapter warns about, then hangs up.
+    #[tokio::test] // current thread: the subscriber below sees every task
+    async fn every_log_line_names_the_call() {
+        let (captured, _guard) = Captured::start();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/v1/realtime", listener.local_addr().unwrap());
+        let api = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            for event in [
+                "not json",
+                r#"{"type":"error","error":{"type":"server_error","code":"x","message":"m"}}"#,
+                r#"{"type":"rate_limits.updated","rate_limits":[{"name":"tokens","limit":100,"remaining":0,"reset_seconds":1.5}]}"#,
+                r#"{"type":"response.done","response":{"id":"resp_1","status":"failed","status_details":{"why":"test"}}}"#,
+                r#"{"type":"response.output_audio.delta","response_id":"resp_2","item_id":"item_2","delta":"!!"}"#,
+            ] {
+                ws.send(Message::text(event)).await.unwrap();
+            }
+            ws.close(None).await.unwrap();
+            // Read until the adapter has seen the close.
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+        });
+        let args = OpenAiArgs {
+            url,
+            api_key: Some("sk-test".into()),
+            ..OpenAiArgs::default()
+        };
+        let config = Arc::new(OpenAiConfig::try_from(args).unwrap());
+        let rate = SampleRate::Hz24000;
+        let (_session, io, _events) = AgentIo::for_test(SessionConfig::new(rate, rate), "rt-log");
+        let id = CallId::parse("rt-log").unwrap();
+        let result = run(config, Duration::from_secs(5), id, io).await;
+        assert!(result.is_err(), "the API hung up: the call fails");
+        api.await.unwrap();
+
+        let lines = captured.lines();
+        for what in [
+            "OpenAI Realtime connected",
+            "unreadable Realtime event ignored",
+            "Realtime API error",
+            "Realtime rate limit reached",
+            "Realtime response failed",
+            "undecodable audio delta dropped",
+            "OpenAI Realtime failed",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.contains(what)),
+                "no {what:?} in {lines:#?}"
+            );
+        }
+        let unnamed: Vec<_> = lines
+            .iter()
+            .filter(|l| !l.contains("call_id=rt-log"))
+            .collect();
+        assert!(
+            unnamed.is_empty(),
+            "lines without the call's id: {unnamed:#?}"
+        );
     }
 }
