@@ -11,54 +11,57 @@ use crate::core::vad::VadAggressiveness;
 use crate::core::{BargeInMode, Forward, SessionConfig};
 
 /// VAD, turn-taking and barge-in parameters. Unset flags keep [`SessionConfig::new`]'s defaults
-/// (documented there and in the README's configuration table).
+/// (documented there and in the README's configuration table). Each flag's help shows that
+/// default as `[default: …]`; the test `shown_defaults_are_the_session_defaults` keeps the two
+/// equal.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PipelineArgs {
-    /// webrtc-vad aggressiveness, 0 (most speech) to 3 (fewest false alarms).
+    /// webrtc-vad aggressiveness, 0 (most speech) to 3 (fewest false alarms) [default: 2].
     #[arg(long, env = "VOICEGATE_VAD_MODE", value_parser = clap::value_parser!(u8).range(0..=3))]
     pub vad_mode: Option<u8>,
-    /// Speech needed before an utterance starts, ms.
+    /// Speech needed before an utterance starts, ms [default: 60].
     #[arg(long, env = "VOICEGATE_ONSET_MS")]
     pub onset_ms: Option<u64>,
-    /// Silence that ends the caller's turn, ms.
+    /// Silence that ends the caller's turn, ms [default: 500].
     #[arg(long, env = "VOICEGATE_HANGOVER_MS")]
     pub hangover_ms: Option<u64>,
-    /// Audio before the onset sent with each utterance, ms.
+    /// Audio before the onset sent with each utterance, ms [default: 240].
     #[arg(long, env = "VOICEGATE_PREROLL_MS")]
     pub preroll_ms: Option<u64>,
-    /// A frame must be this far above the noise floor to count as speech, dB.
+    /// A frame must be this far above the noise floor to count as speech, dB [default: 3].
     #[arg(long, env = "VOICEGATE_SNR_MIN_DB")]
     pub snr_min_db: Option<f32>,
     /// Barge-in decision: `two-stage` (pause on a suspicion, then clear or resume) or
-    /// `one-stage` (clear after `--barge-in-ms` of caller speech).
+    /// `one-stage` (clear after `--barge-in-ms` of caller speech) [default: two-stage].
     #[arg(long, env = "VOICEGATE_BARGE_IN_MODE", value_enum)]
     pub barge_in_mode: Option<BargeInModeArg>,
-    /// One-stage: caller speech over the bot needed for a barge-in, ms.
+    /// One-stage: caller speech over the bot needed for a barge-in, ms [default: 80].
     #[arg(long, env = "VOICEGATE_BARGE_IN_MS")]
     pub barge_in_ms: Option<u64>,
-    /// Two-stage: unexplained caller energy that pauses the bot, ms.
+    /// Two-stage: unexplained caller energy that pauses the bot, ms [default: 40].
     #[arg(long, env = "VOICEGATE_SUSPECT_MS")]
     pub suspect_ms: Option<u64>,
-    /// Two-stage: caller speech that confirms a barge-in (clear), ms.
+    /// Two-stage: caller speech that confirms a barge-in (clear), ms [default: 360].
     #[arg(long, env = "VOICEGATE_CONFIRM_MS")]
     pub confirm_ms: Option<u64>,
-    /// Two-stage: quiet that releases a suspicion (the bot resumes), ms.
+    /// Two-stage: quiet that releases a suspicion (the bot resumes), ms [default: 100].
     #[arg(long, env = "VOICEGATE_RELEASE_MS")]
     pub release_ms: Option<u64>,
-    /// Two-stage: on resume, repeat this much of what was played before the pause, ms.
+    /// Two-stage: on resume, repeat this much of what was played before the pause, ms
+    /// [default: 0].
     #[arg(long, env = "VOICEGATE_RESUME_REWIND_MS")]
     pub resume_rewind_ms: Option<u64>,
-    /// Margin above the predicted echo for a frame to count as the caller, dB.
+    /// Margin above the predicted echo for a frame to count as the caller, dB [default: 4].
     #[arg(long, env = "VOICEGATE_ECHO_MARGIN_DB")]
     pub echo_margin_db: Option<f32>,
     /// Quietest voice that can confirm a barge-in (the caller's level above echo and noise),
-    /// dBFS: quieter voices (a TV, someone across the room) only pause the bot.
+    /// dBFS: quieter voices (a TV, someone across the room) only pause the bot [default: -40].
     #[arg(long, env = "VOICEGATE_BARGE_IN_MIN_DBFS", allow_hyphen_values = true)]
     pub barge_in_min_dbfs: Option<f32>,
     /// Turn barge-in off (the caller's voice never interrupts the bot).
     #[arg(long, env = "VOICEGATE_NO_BARGE_IN")]
     pub no_barge_in: bool,
-    /// Audio kept queued at Vonage ahead of real time, ms.
+    /// Audio kept queued at Vonage ahead of real time, ms [default: 40].
     #[arg(long, env = "VOICEGATE_LEAD_MS")]
     pub lead_ms: Option<u64>,
     /// Forward every inbound frame to the agent instead of speech only.
@@ -130,5 +133,47 @@ impl PipelineArgs {
         if self.forward_all {
             config.forward = Forward::All;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{ArgAction, CommandFactory, Parser};
+
+    use super::*;
+    use crate::core::SampleRate;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    }
+
+    /// The `[default: …]` each flag's help shows is the value [`SessionConfig::new`] uses: given
+    /// explicitly, it leaves the default configuration as it is. Every flag that takes a value
+    /// shows one.
+    #[test]
+    fn shown_defaults_are_the_session_defaults() {
+        let defaults = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000);
+        let mut checked = 0;
+        for arg in Cli::command().get_arguments() {
+            if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::Help) {
+                continue;
+            }
+            let long = arg.get_long().expect("every pipeline flag is a long flag");
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let shown = help
+                .split_once("[default: ")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(value, _)| value)
+                .unwrap_or_else(|| panic!("--{long} shows no default: {help:?}"));
+            let cli = Cli::try_parse_from(["voicegate", format!("--{long}").as_str(), shown])
+                .unwrap_or_else(|e| panic!("--{long} {shown}: {e}"));
+            let mut config = defaults;
+            cli.pipeline.apply(&mut config);
+            assert_eq!(config, defaults, "--{long} shows [default: {shown}]");
+            checked += 1;
+        }
+        assert_eq!(checked, 14, "flags with a value");
     }
 }
