@@ -13,6 +13,10 @@ use serde::Deserialize;
 /// Largest manifest we read (the dev corpus' is about 200 KiB).
 pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The largest time a manifest may give, ms (a day): every time and duration is checked against
+/// it, so the evaluator's arithmetic on them (frame counts, tolerances added) cannot overflow.
+pub const MAX_TIME_MS: u64 = 86_400_000;
+
 /// A `[start_ms, end_ms)` half-open segment.
 pub type Segment = [u64; 2];
 
@@ -237,7 +241,7 @@ impl Manifest {
     }
 
     /// Checks what the format promises: format name and version, rates, sorted non-overlapping
-    /// segments inside the clip, unique ids.
+    /// segments, unique ids, and every time at most [`MAX_TIME_MS`].
     pub fn validate(&self) -> Result<(), CorpusError> {
         let bad = |field: String, reason: String| Err(CorpusError::Invalid { field, reason });
         if self.format != "voicegate-corpus" {
@@ -252,11 +256,61 @@ impl Manifest {
                 format!("is {}, this reader understands version 1", self.version),
             );
         }
+        let too_large =
+            |v: u64| format!("is {v} ms, more than the {MAX_TIME_MS} ms (a day) allowed");
+        for (name, v) in [
+            ("label.tolerance_ms", Some(self.label.tolerance_ms)),
+            ("label.backchannel_max_ms", self.label.backchannel_max_ms),
+        ] {
+            if let Some(v) = v.filter(|&v| v > MAX_TIME_MS) {
+                return bad(name.into(), too_large(v));
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, c) in self.clips.iter().enumerate() {
             let at = |f: &str| format!("clips[{i}] ({}).{f}", c.id);
             if !ids.insert(c.id.as_str()) {
                 return bad(at("id"), "duplicate id".into());
+            }
+            let times = [
+                ("duration_ms", Some(c.duration_ms)),
+                ("outbound.start_ms", c.outbound.as_ref().map(|o| o.start_ms)),
+                (
+                    "outbound.duration_ms",
+                    c.outbound.as_ref().and_then(|o| o.duration_ms),
+                ),
+                ("echo.delay_ms", c.echo.as_ref().map(|e| e.delay_ms)),
+            ];
+            let segments = [
+                &c.speech_segments_ms,
+                &c.bot_speech_ms,
+                &c.backchannels_ms,
+                &c.vad_dont_care_ms,
+            ];
+            let all = times
+                .into_iter()
+                .chain(
+                    segments
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| [("a segment", Some(s[0])), ("a segment", Some(s[1]))]),
+                )
+                .chain(c.distractors.iter().flat_map(|d| {
+                    [
+                        ("distractors.start_ms", Some(d.start_ms)),
+                        ("distractors.end_ms", Some(d.end_ms)),
+                    ]
+                }))
+                .chain(
+                    c.expect
+                        .bargein_onsets_ms
+                        .iter()
+                        .map(|&o| ("expect.bargein_onsets_ms", Some(o))),
+                );
+            for (name, v) in all {
+                if let Some(v) = v.filter(|&v| v > MAX_TIME_MS) {
+                    return bad(at(name), too_large(v));
+                }
             }
             if crate::core::SampleRate::try_from(c.rate).map_or(true, |r| !r.is_call_rate()) {
                 return bad(
@@ -344,6 +398,14 @@ mod tests {
         let clip = r#"{"id":"a","scenario":"speech","rate":16000,"duration_ms":1000,"inbound":"a.wav","speech_segments_ms":[[500,600],[100,200]],"expect":{"bargein":false}}"#;
         let e = load_str(&format!(r#"{{"format":"voicegate-corpus","version":1,"label":{{"tolerance_ms":20}},"clips":[{clip}]}}"#)).unwrap_err();
         assert!(e.to_string().contains("speech_segments_ms"), "{e}");
+        let clip = r#"{"id":"a","scenario":"speech","rate":16000,"duration_ms":1000,"inbound":"a.wav","speech_segments_ms":[[100,18446744073709551615]],"expect":{"bargein":false}}"#;
+        let e = load_str(&format!(r#"{{"format":"voicegate-corpus","version":1,"label":{{"tolerance_ms":20}},"clips":[{clip}]}}"#)).unwrap_err();
+        assert!(e.to_string().contains("a day"), "{e}");
+        let e = load_str(r#"{"format":"voicegate-corpus","version":1,"label":{"tolerance_ms":18446744073709551615},"clips":[]}"#).unwrap_err();
+        assert!(e.to_string().contains("label.tolerance_ms"), "{e}");
+        let clip = r#"{"id":"a","scenario":"bargein","rate":16000,"duration_ms":1000,"inbound":"a.wav","expect":{"bargein":true,"bargein_onsets_ms":[18446744073709551615]}}"#;
+        let e = load_str(&format!(r#"{{"format":"voicegate-corpus","version":1,"label":{{"tolerance_ms":20}},"clips":[{clip}]}}"#)).unwrap_err();
+        assert!(e.to_string().contains("bargein_onsets_ms"), "{e}");
         let clip = r#"{"id":"a","scenario":"speech","rate":44100,"duration_ms":1000,"inbound":"a.wav","expect":{"bargein":false}}"#;
         let e = load_str(&format!(r#"{{"format":"voicegate-corpus","version":1,"label":{{"tolerance_ms":20}},"clips":[{clip}]}}"#)).unwrap_err();
         assert!(e.to_string().contains("44100"), "{e}");
