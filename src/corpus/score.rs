@@ -102,6 +102,10 @@ pub struct ClipScore {
     /// Per detected-or-not barge-in onset with any silencing in its window: labelled onset →
     /// the caller stops hearing the bot (pause plus the queued lead, or clear), ms.
     pub silence_reactions_ms: Vec<i64>,
+    /// Per real barge-in onset that ended in a clear: bot audio the caller heard again between
+    /// the first silencing and the clear (the pause released, then taken again), ms; 0 when
+    /// the bot stayed silent.
+    pub resumed_before_clear_ms: Vec<i64>,
     /// Whether any pause happened.
     pub any_pause: bool,
     /// Silence heard on each released pause (a false alarm), ms.
@@ -284,6 +288,10 @@ pub fn score_clip(
         if let Some(t) = silent {
             s.silence_reactions_ms.push(t as i64 - o as i64);
         }
+        if let (Some(first), Some(c)) = (silent, clear) {
+            s.resumed_before_clear_ms
+                .push(resumed_between(&r.pauses_ms, &r.releases_ms, first, c) as i64);
+        }
     }
     s.any_pause = !r.pauses_ms.is_empty();
     // A false alarm is a released pause that did not begin inside a real barge-in's window
@@ -316,6 +324,26 @@ pub fn score_clip(
     }
     s.bot_speech_ms = clip.bot_speech_ms.iter().map(|b| b[1] - b[0]).sum();
     s
+}
+
+/// Bot audio audible again between `from` (the caller stopped hearing the bot) and `clear`:
+/// from each release in that span to the next silencing (a pause's `silent_at`, or the clear).
+fn resumed_between(pauses: &[(u64, u64)], releases: &[(u64, u64)], from: u64, clear: u64) -> u64 {
+    releases
+        .iter()
+        .map(|&(rel, _)| rel)
+        .filter(|&rel| rel >= from && rel < clear)
+        .map(|rel| {
+            let next = pauses
+                .iter()
+                .map(|&(_, silent)| silent)
+                .filter(|&t| t > rel)
+                .min()
+                .unwrap_or(clear)
+                .min(clear);
+            next - rel
+        })
+        .sum()
 }
 
 /// Nearest-rank percentile (`p` in 0–100); with fewer than 20 values p95 is the maximum, which
@@ -384,6 +412,11 @@ pub struct GroupReport {
     pub pause_ms: Percentiles,
     /// Backchannels after which the bot kept its turn / all backchannels.
     pub backchannel_turn_kept_rate: Option<f64>,
+    /// Share of real barge-ins ending in a clear where the bot was heard again between the
+    /// first pause and the clear (the suspicion released in a word gap, then confirmed).
+    pub resumed_before_clear_rate: Option<f64>,
+    /// How long it was heard again, over those barge-ins, ms.
+    pub resumed_before_clear_ms: Percentiles,
 }
 
 /// Aggregates clip scores into a group report.
@@ -394,6 +427,7 @@ pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
         (0, 0, 0, 0, 0, 0);
     let (mut neg, mut neg_fired, mut bcs, mut bc_int) = (0u64, 0u64, 0, 0);
     let (mut silence, mut pauses, mut neg_paused, mut bc_kept) = (Vec::new(), Vec::new(), 0u64, 0);
+    let (mut cleared, mut resumed) = (0u64, Vec::new());
     for (clip, s) in scores {
         vad.add(s.vad);
         on.extend_from_slice(&s.onset_delays_ms);
@@ -407,6 +441,13 @@ pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
         bot_ms += s.bot_speech_ms;
         silence.extend_from_slice(&s.silence_reactions_ms);
         pauses.extend_from_slice(&s.pauses_ms);
+        cleared += s.resumed_before_clear_ms.len() as u64;
+        resumed.extend(
+            s.resumed_before_clear_ms
+                .iter()
+                .copied()
+                .filter(|&ms| ms > 0),
+        );
         bc_kept += s.backchannels_kept;
         if !clip.expect.bargein {
             neg += 1;
@@ -435,6 +476,8 @@ pub fn group(scores: &[(&Clip, &ClipScore)]) -> GroupReport {
         pause_rate: ratio(neg_paused, neg),
         pause_ms: Percentiles::of(&pauses),
         backchannel_turn_kept_rate: ratio(bc_kept, bcs),
+        resumed_before_clear_rate: ratio(resumed.len() as u64, cleared),
+        resumed_before_clear_ms: Percentiles::of(&resumed),
     }
 }
 
@@ -462,6 +505,19 @@ mod tests {
         assert_eq!(percentile(&[4, 3, 2, 1], 95.0), Some(4));
         let v: Vec<i64> = (1..=100).collect();
         assert_eq!(percentile(&v, 95.0), Some(95));
+    }
+
+    #[test]
+    fn resumed_audio_runs_from_each_release_to_the_next_silencing() {
+        // Paused (silent at 120), released at 300, paused again (silent at 380), released at
+        // 500, cleared at 560: heard again 300..380 and 500..560.
+        let pauses = [(100, 120), (360, 380)];
+        let releases = [(300, 180), (500, 120)];
+        assert_eq!(resumed_between(&pauses, &releases, 120, 560), 80 + 60);
+        // A release before the onset's first silencing, or after the clear, does not count.
+        assert_eq!(resumed_between(&pauses, &releases, 400, 560), 60);
+        assert_eq!(resumed_between(&pauses, &releases, 120, 300), 0);
+        assert_eq!(resumed_between(&[], &[], 120, 300), 0);
     }
 
     #[test]

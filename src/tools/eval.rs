@@ -220,13 +220,20 @@ pub fn table(r: &EvalReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<12} {:>13} {:>9} {:>7} {:>11} {:>8}",
-        "turn-taking", "silence50/95", "false-int", "paused", "pause50/95", "bc-kept"
+        "\n{:<12} {:>13} {:>9} {:>7} {:>11} {:>8} {:>8} {:>12}",
+        "turn-taking",
+        "silence50/95",
+        "false-int",
+        "paused",
+        "pause50/95",
+        "bc-kept",
+        "resumed",
+        "resumed50/95"
     );
     let mut row = |name: &str, g: &GroupReport| {
         let _ = writeln!(
             s,
-            "{:<12} {:>13} {:>9} {:>7} {:>11} {:>8}",
+            "{:<12} {:>13} {:>9} {:>7} {:>11} {:>8} {:>8} {:>12}",
             name,
             format!(
                 "{}/{}",
@@ -237,6 +244,12 @@ pub fn table(r: &EvalReport) -> String {
             pct(g.pause_rate),
             format!("{}/{}", ms(g.pause_ms.p50), ms(g.pause_ms.p95)),
             pct(g.backchannel_turn_kept_rate),
+            pct(g.resumed_before_clear_rate),
+            format!(
+                "{}/{}",
+                ms(g.resumed_before_clear_ms.p50),
+                ms(g.resumed_before_clear_ms.p95)
+            ),
         );
     };
     row("overall", &r.overall);
