@@ -72,6 +72,7 @@ pub mod wire;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -595,6 +596,13 @@ pub enum ActionError {
         /// and back to the agent).
         to: String,
     },
+    /// The call was hung up (a hangup through this call's handle succeeded): nothing more can
+    /// be done to it.
+    #[error("cannot {action}: the call has been hung up")]
+    HungUp {
+        /// The action that was refused.
+        action: AgentAction,
+    },
     /// The REST call failed.
     #[error("{action} failed: {reason}")]
     Failed {
@@ -634,16 +642,29 @@ impl CallControl for NoCallControl {
 }
 
 /// One call's handle on call control.
+///
+/// A hangup is final: once one succeeds through this handle (or a clone of it), every later
+/// action fails with [`ActionError::HungUp`] without a request, whatever the agent asks.
 #[derive(Debug, Clone)]
 pub struct CallHandle {
     call_id: CallId,
     control: Arc<dyn CallControl>,
+    hung_up: Arc<AtomicBool>,
 }
 
 impl CallHandle {
     /// A handle for `call_id` performing actions through `control`.
     pub fn new(call_id: CallId, control: Arc<dyn CallControl>) -> Self {
-        Self { call_id, control }
+        Self {
+            call_id,
+            control,
+            hung_up: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether a hangup through this handle succeeded.
+    pub fn is_hung_up(&self) -> bool {
+        self.hung_up.load(Ordering::Acquire)
     }
 
     /// The call.
@@ -662,7 +683,15 @@ impl CallHandle {
                 });
             }
         }
-        self.control.perform(&self.call_id, action).await
+        if self.is_hung_up() {
+            return Err(ActionError::HungUp { action });
+        }
+        let hangup = action == AgentAction::Hangup;
+        let result = self.control.perform(&self.call_id, action).await;
+        if hangup && result.is_ok() {
+            self.hung_up.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Ends the call.
@@ -712,5 +741,56 @@ mod tests {
             h.transfer("+447700900999").await,
             Err(ActionError::NotConfigured { .. })
         ));
+    }
+
+    /// A control whose actions succeed unless `fail` is set, counting the requests it gets.
+    #[derive(Debug, Default)]
+    struct Counting {
+        requests: std::sync::atomic::AtomicU32,
+        fail: AtomicBool,
+    }
+
+    impl CallControl for Counting {
+        fn perform<'a>(
+            &'a self,
+            _call: &'a CallId,
+            action: AgentAction,
+        ) -> BoxFuture<'a, Result<(), ActionError>> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let fail = self.fail.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if fail {
+                    Err(ActionError::Failed {
+                        action,
+                        reason: "test".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_successful_hangup_is_final_for_every_clone_of_the_handle() {
+        let control = Arc::new(Counting::default());
+        let h = CallHandle::new(CallId::parse("abc").unwrap(), control.clone());
+        let clone = h.clone();
+        // A failed hangup may be retried.
+        control.fail.store(true, Ordering::SeqCst);
+        assert!(matches!(h.hangup().await, Err(ActionError::Failed { .. })));
+        assert!(!h.is_hung_up());
+        control.fail.store(false, Ordering::SeqCst);
+        h.transfer("+447700900999").await.unwrap();
+        assert!(!h.is_hung_up(), "a transfer does not end the handle");
+        h.hangup().await.unwrap();
+        assert!(clone.is_hung_up());
+        assert_eq!(control.requests.load(Ordering::SeqCst), 3);
+        // After it: refused without a request, on the clone too.
+        let e = clone.transfer("+447700900999").await.unwrap_err();
+        assert!(matches!(e, ActionError::HungUp { .. }), "{e}");
+        assert!(e.to_string().contains("hung up"), "{e}");
+        assert!(matches!(h.hangup().await, Err(ActionError::HungUp { .. })));
+        assert_eq!(control.requests.load(Ordering::SeqCst), 3);
     }
 }
