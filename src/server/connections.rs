@@ -91,7 +91,11 @@ pub async fn serve_http(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // At most u32::MAX, so the shutdown can wait for every permit in one `acquire_many`, and
+    // at most what a semaphore holds.
+    let max = limits
+        .max_connections
+        .clamp(1, (u32::MAX as usize).min(Semaphore::MAX_PERMITS));
     let permits = Arc::new(Semaphore::new(max));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut accept_log = AcceptErrorLog::default();
@@ -152,7 +156,7 @@ pub async fn serve_http(
     drop(listener);
     let _ = shutdown_tx.send(true);
     // Every permit back means every connection has ended.
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let all = u32::try_from(max).unwrap_or(u32::MAX); // `max` fits, by the clamp above
     if tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all))
         .await
         .is_err()
