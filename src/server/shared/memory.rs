@@ -186,7 +186,15 @@ impl MemoryState {
             calls.retain(|_, r| r.claimed || r.expires_at_unix > now);
             if calls.len() >= self.capacity {
                 // Still full of live records: keep only the calls with a socket.
+                let before = calls.len();
                 calls.retain(|_, r| r.claimed);
+                // Rare (more calls answered within the linger than the capacity) and worth
+                // knowing: an ended call forgotten here would accept a late socket.
+                tracing::warn!(
+                    forgotten = before - calls.len(),
+                    capacity = self.capacity,
+                    "call records full: forgot the calls without a socket before their linger ended"
+                );
             }
         }
         let r = calls.entry(call.clone()).or_default();
