@@ -10,7 +10,7 @@ mod server_support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use server_support::{TestServer, http_get, metric, parse_response, start};
+use server_support::{TestServer, call, http_get, metric, parse_response, start, wait_metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use voicegate::agent::echo::EchoAgent;
@@ -168,4 +168,27 @@ async fn a_shutdown_does_not_wait_on_a_client_that_never_finishes() {
         .expect("serve() still waits on the half-sent request");
     assert!(result.unwrap().is_ok());
     drop(half);
+}
+
+#[tokio::test]
+async fn media_sockets_leave_the_connection_count_when_they_upgrade() {
+    // A cap of 2: more calls than that stay up at once, because an upgraded socket is no
+    // longer an HTTP connection (`--max-calls` caps calls).
+    let TestServer { addr, .. } = start(limited(2)).await;
+    let mut legs = Vec::new();
+    for i in 0..4 {
+        legs.push(call(addr, &format!("cafe000{i}-0000-0000-0000-000000000000")).await);
+    }
+    let text = wait_metric(addr, "voicegate_active_calls", 4.0).await;
+    assert_eq!(
+        metric(&text, "voicegate_http_connections"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "voicegate_http_connections_refused_total"),
+        Some(0.0),
+        "{text}"
+    );
+    drop(legs);
 }
