@@ -663,7 +663,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use tokio::sync::{Notify, mpsc};
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::agent::{CallHandle, CallId, EndReason, NoCallControl};
@@ -864,8 +864,8 @@ mod tests {
         let cfg = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000);
         let (mut session, link) = Session::new(cfg).unwrap();
         let (tx, rx) = mpsc::channel(16);
-        let wake = Arc::new(Notify::new());
-        let flush = Arc::new(Notify::new());
+        let wake = Arc::new(crate::agent::Signal::new());
+        let flush = Arc::new(crate::agent::Signal::new());
         let call = CallHandle::new(CallId::parse("t").unwrap(), Arc::new(NoCallControl));
         let io = AgentIo::new(link, rx, wake.clone(), flush.clone(), call);
         let info = CallInfo::new(
@@ -892,7 +892,7 @@ mod tests {
             session
                 .handle_caller_frame(t0 + crate::core::FRAME * i, &frame)
                 .unwrap();
-            wake.notify_one();
+            wake.notify();
             while let Some(ev) = session.poll_event() {
                 match ev {
                     crate::core::Event::SpeechStarted { stream_pos, .. } => {
@@ -928,7 +928,7 @@ mod tests {
             while let Some(n) = session.poll_transmit(t, &mut out) {
                 assert_eq!(n, 640);
                 frames += 1;
-                wake.notify_one();
+                wake.notify();
             }
             t += crate::core::FRAME;
         }

@@ -67,6 +67,7 @@ pub mod echo;
 pub(crate) mod log_budget;
 pub mod metrics;
 pub mod openai_realtime;
+pub mod signal;
 pub mod wire;
 
 use std::fmt;
@@ -76,7 +77,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+
+pub use self::signal::Signal;
 
 use self::metrics::AgentMetrics;
 use crate::core::dtmf::DtmfDigit;
@@ -337,7 +340,7 @@ pub struct AgentIo {
 
 impl AgentIo {
     /// Assembles the agent's side of a call. The media task keeps the other ends: the session
-    /// (which owns the other side of `link`), the event sender, and both [`Notify`]s.
+    /// (which owns the other side of `link`), the event sender, and both [`Signal`]s.
     ///
     /// `wake` is pinged by the media task when caller audio was pushed or outbound room freed up
     /// (the server's media loop: when the room grows past a quarter of the ring, so an agent
@@ -346,8 +349,8 @@ impl AgentIo {
     pub fn new(
         link: AgentLink,
         events: mpsc::Receiver<AgentEvent>,
-        wake: Arc<Notify>,
-        flush: Arc<Notify>,
+        wake: Arc<Signal>,
+        flush: Arc<Signal>,
         call: CallHandle,
     ) -> Self {
         Self {
@@ -377,8 +380,8 @@ impl AgentIo {
         let io = Self::new(
             link,
             rx,
-            Arc::new(Notify::new()),
-            Arc::new(Notify::new()),
+            Arc::new(Signal::new()),
+            Arc::new(Signal::new()),
             call,
         );
         (session, io, tx)
@@ -412,8 +415,8 @@ impl AgentEvents {
 #[derive(Debug)]
 pub struct AgentAudio {
     link: AgentLink,
-    wake: Arc<Notify>,
-    flush: Arc<Notify>,
+    wake: Arc<Signal>,
+    flush: Arc<Signal>,
 }
 
 impl AgentAudio {
@@ -423,17 +426,18 @@ impl AgentAudio {
     }
 
     /// Waits until the media task signals: caller audio arrived, outbound room freed up (a
-    /// quarter of the ring is free again), or the call ended. Wake-ups may be spurious; check with [`read`](Self::read),
-    /// [`space`](Self::space) or [`is_closed`](Self::is_closed). Cancel-safe. Meant for one
-    /// waiting task.
-    pub fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
-        // The future owns what it needs: the rings are not `Sync`, so borrowing `self` across
-        // an await would make the agent's future not `Send`.
-        let wake = self.wake.clone();
+    /// quarter of the ring is free again), or the call ended. Wake-ups may be spurious; check
+    /// with [`read`](Self::read), [`space`](Self::space) or [`is_closed`](Self::is_closed).
+    /// Cancel-safe. Takes `&mut self`, so one wait at a time: the wake-up is a lock-free
+    /// [`Signal`] for one waiting task.
+    pub fn ready(&mut self) -> impl Future<Output = ()> + Send + '_ {
+        // Borrows only the signal: the rings are not `Sync`, so a future holding `&self` would
+        // not be `Send`.
+        let wake = &*self.wake;
         let closed = self.link.is_closed();
         async move {
             if !closed {
-                wake.notified().await;
+                wake.wait().await;
             }
         }
     }
@@ -466,7 +470,7 @@ impl AgentAudio {
             if self.link.is_closed() {
                 return Err(CallEnded);
             }
-            self.wake.notified().await;
+            self.wake.wait().await;
         }
     }
 
@@ -480,7 +484,7 @@ impl AgentAudio {
     pub fn write(&mut self, samples: &[i16]) -> usize {
         let n = self.link.write(samples);
         if n > 0 {
-            self.flush.notify_one();
+            self.flush.notify();
         }
         n
     }
@@ -496,7 +500,7 @@ impl AgentAudio {
             let n = self.write(samples);
             samples = &samples[n..];
             if !samples.is_empty() {
-                self.wake.notified().await;
+                self.wake.wait().await;
             }
         }
         Ok(())
@@ -505,7 +509,7 @@ impl AgentAudio {
     /// Starts a new reply; audio of an interrupted older turn that is still queued is dropped.
     pub fn start_turn(&mut self) -> Result<TurnId, ControlFull> {
         let t = self.link.start_turn()?;
-        self.flush.notify_one();
+        self.flush.notify();
         Ok(t)
     }
 
@@ -517,21 +521,21 @@ impl AgentAudio {
     /// Ends the current turn: its last partial frame is padded with silence and played.
     pub fn end_turn(&mut self) -> Result<(), ControlFull> {
         self.link.end_turn()?;
-        self.flush.notify_one();
+        self.flush.notify();
         Ok(())
     }
 
     /// Asks for [`AgentEvent::MarkReached`] once the caller has heard everything written so far.
     pub fn mark(&mut self) -> Result<u32, ControlFull> {
         let id = self.link.mark()?;
-        self.flush.notify_one();
+        self.flush.notify();
         Ok(id)
     }
 
     /// The agent's own barge-in: stop playback now and discard everything written so far.
     pub fn interrupt(&mut self) -> Result<(), ControlFull> {
         self.link.interrupt()?;
-        self.flush.notify_one();
+        self.flush.notify();
         Ok(())
     }
 
@@ -548,7 +552,7 @@ impl AgentAudio {
 
     /// Tells the media task that audio or markers were written through [`link`](Self::link).
     pub fn flush(&self) {
-        self.flush.notify_one();
+        self.flush.notify();
     }
 }
 

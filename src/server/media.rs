@@ -39,11 +39,11 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::{Bytes, BytesMut};
 use serde_json::Map;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use super::metrics::{CallMetrics, RejectLabel};
 use super::state::{AppState, SocketGuard};
-use crate::agent::{AgentEvent, AgentIo, CallHandle, CallInfo, EndReason};
+use crate::agent::{AgentEvent, AgentIo, CallHandle, CallInfo, EndReason, Signal};
 use crate::core::session::TextRejected;
 use crate::core::{Command, Event, Session};
 use crate::vonage::media_protocol::{self, CLEAR_COMMAND};
@@ -138,8 +138,8 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let (ev_tx, ev_rx) = mpsc::channel(cfg.agent_event_queue.max(2));
     // `Ended` always reaches the agent, however far behind it is.
     let end_permit = ev_tx.clone().try_reserve_owned().ok();
-    let wake = Arc::new(Notify::new());
-    let flush = Arc::new(Notify::new());
+    let wake = Arc::new(Signal::new());
+    let flush = Arc::new(Signal::new());
     let handle = CallHandle::new(guard.id().clone(), st.control().clone());
     let io = AgentIo::new(link, ev_rx, wake.clone(), flush.clone(), handle)
         .with_metrics(st.metrics().agent.clone());
@@ -161,7 +161,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     info.headers = headers;
     let mut agent_task = tokio::spawn(agent.start(info, io));
     // Audio that arrived before `connected` is waiting in the ring.
-    wake.notify_one();
+    wake.notify();
 
     // 3. the loop
     let mut d = Driver {
@@ -189,7 +189,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let mut end_rx = guard.end_signal().clone();
     let ended = end_rx.changed();
     tokio::pin!(ended);
-    let flushed = flush.notified();
+    let flushed = flush.wait();
     tokio::pin!(flushed);
     let reason = loop {
         if let Err(r) = d.drain(&mut ws).await {
@@ -254,7 +254,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
             // The agent wrote audio or a marker. Only needed while no frame is scheduled: with
             // the pacing timer armed, the next due frame picks it up (one wake-up per frame
             // fewer while the agent streams; an `interrupt` waits at most one frame).
-            () = &mut flushed, if deadline.is_none() => flushed.set(flush.notified()),
+            () = &mut flushed, if deadline.is_none() => flushed.set(flush.wait()),
             res = &mut agent_task, if agent_running => {
                 agent_running = false;
                 match res {
@@ -298,7 +298,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let s = *session.stats();
     drop(ev_tx);
     drop(session);
-    wake.notify_one();
+    wake.notify();
     if agent_running {
         match tokio::time::timeout(AGENT_GRACE, &mut agent_task).await {
             Ok(Ok(Ok(()))) => {}
@@ -464,7 +464,7 @@ struct Driver {
     arena: BytesMut,
     frame: [u8; crate::core::audio::MAX_CALL_FRAME_BYTES],
     ev_tx: mpsc::Sender<AgentEvent>,
-    wake: Arc<Notify>,
+    wake: Arc<Signal>,
     st: AppState,
     call_metrics: CallMetrics,
     warnings: u32,
@@ -484,7 +484,7 @@ impl Driver {
             tracing::warn!(call_id = %self.call_id, error = %e, "bad caller frame dropped");
         }
         if self.session.agent_stream_pos() != before {
-            self.wake.notify_one();
+            self.wake.notify();
         }
         self.call_metrics
             .observe_frame(now().saturating_duration_since(t0));
@@ -520,7 +520,7 @@ impl Driver {
         let room_after = self.session.outbound_room();
         let wake_at = (self.session.outbound_capacity() / ROOM_WAKE_DIVISOR).max(1);
         if room_before < wake_at && room_after >= wake_at {
-            self.wake.notify_one();
+            self.wake.notify();
         }
         while let Some(ev) = self.session.poll_event() {
             self.on_event(ev);
