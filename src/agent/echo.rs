@@ -28,7 +28,7 @@
 //! a call without keys holds nothing for it).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::log_budget::LogBudget;
@@ -101,24 +101,18 @@ impl Agent for EchoAgent {
 /// logged at debug level only); the rest are counted.
 const MAX_KEY_LOGS: u32 = 10;
 
-/// No request in flight ([`Keypad::state`]).
-const IDLE: u8 = 0;
-/// A request is in flight.
-const BUSY: u8 = 1;
-/// A hangup succeeded: the call is ending, keys do nothing more.
-const HUNG_UP: u8 = 2;
-
 /// Call control from the keys: `0` transfers, `#` hangs up, other keys do nothing. At most one
-/// request is in flight; it runs on its own task, which sets `state` back when it is done.
+/// request is in flight; it runs on its own task, which clears `in_flight` when it is done. After
+/// a hangup succeeded (`CallHandle::is_hung_up`) keys do nothing more.
 struct Keypad {
-    state: Arc<AtomicU8>,
+    in_flight: Arc<AtomicBool>,
     logs: LogBudget,
 }
 
 impl Keypad {
     fn new(call: &CallHandle, metrics: &AgentMetrics) -> Self {
         Self {
-            state: Arc::new(AtomicU8::new(IDLE)),
+            in_flight: Arc::new(AtomicBool::new(false)),
             logs: LogBudget::new(
                 "lines about key presses",
                 MAX_KEY_LOGS,
@@ -147,12 +141,13 @@ impl Keypad {
             }
             _ => return,
         };
-        // Only the agent's task (here) moves the state out of IDLE, only the request's task back.
-        let state = self.state.load(Ordering::Acquire);
-        if state != IDLE {
+        // Only the agent's task (here) sets `in_flight`, only the request's task clears it (after
+        // the handle has recorded a successful hangup).
+        let hung_up = call.is_hung_up();
+        if hung_up || self.in_flight.load(Ordering::Acquire) {
             metrics.actions_ignored.inc();
             if tracing::enabled!(tracing::Level::DEBUG) && self.logs.allow() {
-                let why = if state == HUNG_UP {
+                let why = if hung_up {
                     "the call is hanging up"
                 } else {
                     "a call-control request is in flight"
@@ -161,28 +156,22 @@ impl Keypad {
             }
             return;
         }
-        self.state.store(BUSY, Ordering::Release);
+        self.in_flight.store(true, Ordering::Release);
         // One allowance for both lines of a request: asked for, and refused.
         let log = self.logs.allow();
         if log {
             tracing::info!(call_id = %call.id(), %action, "key {key}: requesting {action}");
         }
         let call = call.clone();
-        let state = self.state.clone();
+        let in_flight = self.in_flight.clone();
         tokio::spawn(async move {
-            let hangup = action == AgentAction::Hangup;
             let result = call.act(action).await;
             if let Err(e) = &result
                 && log
             {
                 tracing::warn!(call_id = %call.id(), error = %e, "call control refused");
             }
-            let next = if hangup && result.is_ok() {
-                HUNG_UP
-            } else {
-                IDLE
-            };
-            state.store(next, Ordering::Release);
+            in_flight.store(false, Ordering::Release);
         });
     }
 }

@@ -104,17 +104,6 @@ struct ActionDone {
     result: Result<(), ActionError>,
 }
 
-/// Where the call stands with the agent's `hangup`: final once asked for, unless it fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hangup {
-    /// Not asked for, or the last one failed (the agent may ask again).
-    No,
-    /// Asked for; the request is in flight.
-    InFlight,
-    /// Done: the call is ending.
-    Done,
-}
-
 /// Mark names by the tag given when the mark arrived, and the session's id once placed.
 #[derive(Default)]
 struct MarkNames {
@@ -164,7 +153,8 @@ struct CallBridge {
     actions_tx: mpsc::Sender<ActionDone>,
     actions_rx: mpsc::Receiver<ActionDone>,
     actions_in_flight: usize,
-    hangup: Hangup,
+    /// The agent's `hangup` is in flight (once one succeeded, `io.call.is_hung_up()` says so).
+    hangup_in_flight: bool,
     /// Allowance for the agent's `log` messages.
     agent_logs: LogBudget,
     /// Allowance for lines about call-control requests.
@@ -191,7 +181,7 @@ impl CallBridge {
             actions_tx,
             actions_rx,
             actions_in_flight: 0,
-            hangup: Hangup::No,
+            hangup_in_flight: false,
             agent_logs: LogBudget::new(
                 "agent log lines",
                 MAX_AGENT_LOG_LINES,
@@ -382,28 +372,18 @@ impl CallBridge {
             AgentMessage::Transfer { to } => self.act(io, AgentAction::Transfer { to }),
             AgentMessage::Log { level, message } => {
                 // Only lines that would be written count against the allowance.
-                let enabled = match level {
-                    LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
-                    LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
-                    LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
-                    LogLevel::Error => tracing::enabled!(tracing::Level::ERROR),
-                };
-                if !enabled || !self.agent_logs.allow() {
-                    return;
+                macro_rules! agent_log {
+                    ($level:expr, $log:ident) => {
+                        if tracing::enabled!($level) && self.agent_logs.allow() {
+                            tracing::$log!(call_id = %self.call_id, agent_log = %message, "agent");
+                        }
+                    };
                 }
                 match level {
-                    LogLevel::Debug => {
-                        tracing::debug!(call_id = %self.call_id, agent_log = %message, "agent");
-                    }
-                    LogLevel::Info => {
-                        tracing::info!(call_id = %self.call_id, agent_log = %message, "agent");
-                    }
-                    LogLevel::Warn => {
-                        tracing::warn!(call_id = %self.call_id, agent_log = %message, "agent");
-                    }
-                    LogLevel::Error => {
-                        tracing::error!(call_id = %self.call_id, agent_log = %message, "agent");
-                    }
+                    LogLevel::Debug => agent_log!(tracing::Level::DEBUG, debug),
+                    LogLevel::Info => agent_log!(tracing::Level::INFO, info),
+                    LogLevel::Warn => agent_log!(tracing::Level::WARN, warn),
+                    LogLevel::Error => agent_log!(tracing::Level::ERROR, error),
                 }
             }
             AgentMessage::Unknown => {
@@ -417,9 +397,8 @@ impl CallBridge {
     /// is final: asked for again while one is in flight or done, it is ignored (the agent hears
     /// the first one's outcome), and a transfer asked for meanwhile fails.
     fn act(&mut self, io: &AgentIo, action: AgentAction) {
-        match (&action, self.hangup) {
-            (_, Hangup::No) => {}
-            (AgentAction::Hangup, Hangup::InFlight | Hangup::Done) => {
+        if self.hangup_in_flight || io.call.is_hung_up() {
+            if action == AgentAction::Hangup {
                 self.metrics.actions_ignored.inc();
                 if tracing::enabled!(tracing::Level::DEBUG) && self.action_logs.allow() {
                     tracing::debug!(
@@ -427,12 +406,10 @@ impl CallBridge {
                         "agent asks for hangup again: ignored, the call is hanging up"
                     );
                 }
-                return;
-            }
-            (_, Hangup::InFlight | Hangup::Done) => {
+            } else {
                 self.action_failed(&action, "the call is being hung up");
-                return;
             }
+            return;
         }
         if self.actions_in_flight >= MAX_ACTIONS {
             self.action_failed(&action, "too many call-control requests in flight");
@@ -440,7 +417,7 @@ impl CallBridge {
         }
         self.actions_in_flight += 1;
         if action == AgentAction::Hangup {
-            self.hangup = Hangup::InFlight;
+            self.hangup_in_flight = true;
         }
         if self.action_logs.allow() {
             tracing::info!(call_id = %self.call_id, %action, "agent asks for {action}");
@@ -456,11 +433,7 @@ impl CallBridge {
     fn on_action_done(&mut self, done: ActionDone) {
         self.actions_in_flight = self.actions_in_flight.saturating_sub(1);
         if done.action == AgentAction::Hangup {
-            self.hangup = if done.result.is_ok() {
-                Hangup::Done
-            } else {
-                Hangup::No
-            };
+            self.hangup_in_flight = false;
         }
         match done.result {
             Ok(()) => {
