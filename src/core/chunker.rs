@@ -11,7 +11,7 @@
 //!
 //! Real-time: no allocation after [`Chunker::new`].
 
-use super::audio::{MAX_FRAME_SAMPLES, SampleRate, level_dbfs};
+use super::audio::{SampleRate, level_dbfs};
 use super::codec;
 use super::resample::{FrameResampler, ResampleError};
 
@@ -38,13 +38,13 @@ impl Chunker {
         Ok(Self {
             agent_rate,
             call_rate,
-            partial: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            partial: vec![0; agent_rate.frame_samples()].into_boxed_slice(),
             filled: 0,
             finishing: false,
             tail_pending: false,
             turn_has_audio: false,
             resampler: FrameResampler::new(agent_rate, call_rate)?,
-            call_frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            call_frame: vec![0; call_rate.frame_samples()].into_boxed_slice(),
         })
     }
 

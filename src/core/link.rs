@@ -17,8 +17,10 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::audio::{SampleRate, TurnId};
 
-/// Capacity of the control ring, in markers.
-pub(crate) const CONTROL_CAPACITY: usize = 256;
+/// Capacity of the control ring, in markers: one for every 6 ms of a 400 ms outbound ring. A
+/// marker sits at a position in the agent's audio, and the agent cannot write audio past the
+/// ring, so only markers bunched at one spot fill it; the agents' backlogs wait for room then.
+pub(crate) const CONTROL_CAPACITY: usize = 64;
 
 /// A marker in the agent's outbound stream, at a sample position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::audio::{
-    FRAME, MAX_CALL_FRAME_BYTES, MAX_FRAME_SAMPLES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs,
-    mean_power, power_to_dbfs,
+    FRAME, MAX_CALL_FRAME_BYTES, SILENCE_DBFS, SampleRate, TurnId, level_dbfs, mean_power,
+    power_to_dbfs,
 };
 use super::bargein::{BargeInDetector, Evidence, Verdict, band_excess_db, unexplained_dbfs};
 use super::chunker::Chunker;
@@ -42,12 +42,15 @@ use super::tone::ToneDetector;
 use super::vad::{FrameFeatures, SpeechState, SpeechTransition, VoiceDetector};
 use crate::vonage::media_protocol::{self, MediaEvent, TextError};
 
-/// Events held for the shell before the oldest are dropped (and counted).
-const EVENT_CAPACITY: usize = 64;
+/// Events held for the shell before the oldest are dropped (and counted). The shell drains them
+/// after every caller frame and every transmit; one of those raises a few at most.
+const EVENT_CAPACITY: usize = 16;
 /// Commands held for the shell.
 const COMMAND_CAPACITY: usize = 64;
-/// Sent frames remembered for the echo reference (more than any sane lead).
-const PLAYOUT_LOG: usize = 64;
+/// Sent frames remembered for the echo reference beyond the pacing lead's: they are taken when
+/// the next caller frame arrives, so this is how long inbound may stall (320 ms) before the
+/// oldest are forgotten. The log holds `frames_of(lead)` + this many.
+const PLAYOUT_SLACK: usize = 16;
 /// Inside an utterance, a voiced frame this far above the noise floor continues it (dB).
 const CONTINUE_SNR_DB: f32 = 1.0;
 /// Inside an utterance, a voiced frame whose band evidence is this much weaker than a new
@@ -277,6 +280,8 @@ pub struct Session {
     last_notify: Option<NotifySeen>,
     turn_first_play: Option<Instant>,
     playout: VecDeque<Played>,
+    /// Frames `playout` holds at most (see [`PLAYOUT_SLACK`]).
+    playout_cap: usize,
     was_playing: bool,
 
     events: VecDeque<Event>,
@@ -295,14 +300,16 @@ impl Session {
         let inbound_cap = samples_in(agent, config.inbound_buffer);
         let outbound_cap = samples_in(agent, config.outbound_buffer);
         let (ends, link) = AgentLink::pair(inbound_cap, outbound_cap, agent, call);
+        let playout_cap = super::vad::frames_of(config.lead) as usize + PLAYOUT_SLACK;
         let session = Session {
             config,
             call_rate: call,
             agent_rate: agent,
             connected: false,
             stats: Stats::default(),
-            frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
-            agent_frame: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            // One frame each, at its rate (sized to the call, not to the largest rate: per-call memory).
+            frame: vec![0; call.frame_samples()].into_boxed_slice(),
+            agent_frame: vec![0; agent.frame_samples()].into_boxed_slice(),
             to_agent: FrameResampler::new(call, agent).map_err(|_| resampler_err(call, agent))?,
             vad: VoiceDetector::new(call, config.vad_aggressiveness)
                 .map_err(|_| resampler_err(call, SampleRate::Hz16000))?,
@@ -350,7 +357,8 @@ impl Session {
             awaiting_cleared: None,
             last_notify: None,
             turn_first_play: None,
-            playout: VecDeque::with_capacity(PLAYOUT_LOG),
+            playout: VecDeque::with_capacity(playout_cap),
+            playout_cap,
             was_playing: false,
             events: VecDeque::with_capacity(EVENT_CAPACITY),
             commands: VecDeque::with_capacity(COMMAND_CAPACITY),
@@ -1114,7 +1122,7 @@ impl Session {
 
     /// Notes a frame handed to the shell: the echo reference and the counters.
     fn record_sent(&mut self, start: Instant, level_dbfs: f32, bands: Bands) {
-        if self.playout.len() == PLAYOUT_LOG {
+        if self.playout.len() == self.playout_cap {
             self.playout.pop_front();
         }
         self.playout.push_back(Played {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use webrtc_vad::{SampleRate as VadRate, Vad, VadMode};
 
-use super::audio::{FRAME_MS, MAX_FRAME_SAMPLES, SampleRate, dbfs_to_power, power_to_dbfs};
+use super::audio::{FRAME_MS, SampleRate, dbfs_to_power, power_to_dbfs};
 use super::resample::{FrameResampler, ResampleError};
 
 /// How eager webrtc-vad is to call a frame voiced (its own four modes).
@@ -112,10 +112,15 @@ impl VoiceDetector {
             ),
             SampleRate::Hz48000 => (VadRate::Rate48kHz, None),
         };
+        // One frame at the VAD's rate when the call's rate needs resampling, else unused.
+        let vad_buf_len = match to_vad_rate {
+            Some(_) => SampleRate::Hz16000.frame_samples(),
+            None => 0,
+        };
         Ok(Self {
             vad: SendVad(Vad::new_with_rate_and_mode(vad_rate, aggressiveness.mode())),
             to_vad_rate,
-            vad_buf: vec![0; MAX_FRAME_SAMPLES].into_boxed_slice(),
+            vad_buf: vec![0; vad_buf_len].into_boxed_slice(),
             floor: NoiseFloor::new(),
         })
     }
