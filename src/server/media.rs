@@ -88,7 +88,7 @@ pub async fn run(ws: WebSocket, guard: SocketGuard, st: AppState) {
     serve(ws, guard, st).await;
 }
 
-async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
+async fn serve(mut ws: WebSocket, guard: SocketGuard, st: AppState) {
     let call_id = guard.id().clone();
     let cfg = st.config();
     let agent = st.agent().clone();
@@ -184,10 +184,11 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
     let idle_sleep = tokio::time::sleep(idle);
     tokio::pin!(idle_sleep);
     let mut next_flush = now() + FLUSH_EVERY;
-    // Waits kept across iterations and re-created only once they complete: made anew on each
-    // pass, every caller frame would register and unregister a waiter on both (a lock each).
-    let mut end_rx = guard.end_signal().clone();
-    let ended = end_rx.changed();
+    // Waits kept across iterations and re-created only once they complete. Both are lock-free
+    // (a flag and an `AtomicWaker` each): the loop polls them on every wake-up, and a pending
+    // tokio `Notify` waiter (what a `watch` receiver's `changed()` is) takes a mutex per poll.
+    let end = guard.end_signal().clone();
+    let ended = end.wait();
     tokio::pin!(ended);
     let flushed = flush.wait();
     tokio::pin!(flushed);
@@ -215,9 +216,7 @@ async fn serve(mut ws: WebSocket, mut guard: SocketGuard, st: AppState) {
         }
         tokio::select! {
             biased;
-            _ = &mut ended => {
-                break guard.end_signal().borrow().unwrap_or(EndReason::CallCompleted);
-            }
+            reason = &mut ended => break reason,
             msg = ws.recv() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     d.last_audio = tokio::time::Instant::now();

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod call_control;
 pub mod config;
 pub mod connections;
+pub mod end_signal;
 pub mod error;
 pub mod fd_limit;
 pub mod heap;

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use super::end_signal::EndSignal;
+
 use super::auth::{Auth, MediaToken, unix_now};
 use super::config::ServerConfig;
 use super::error::ServerError;
@@ -89,7 +91,7 @@ struct Inner {
 #[derive(Debug)]
 struct LiveSocket {
     call: MediaCall,
-    end: watch::Sender<Option<EndReason>>,
+    end: Arc<EndSignal>,
 }
 
 impl AppState {
@@ -342,12 +344,12 @@ impl AppState {
                 "the call was answered by an instance with another agent; serving it with ours"
             );
         }
-        let (tx, rx) = watch::channel(None);
+        let end = Arc::new(EndSignal::new());
         self.sockets().insert(
             id.clone(),
             LiveSocket {
                 call: call.clone(),
-                end: tx,
+                end: end.clone(),
             },
         );
         m.calls.inc();
@@ -355,7 +357,7 @@ impl AppState {
         Ok(SocketGuard {
             state: self.clone(),
             call: call.clone(),
-            end: rx,
+            end,
             _permit: permit,
         })
     }
@@ -374,18 +376,16 @@ impl AppState {
 
     /// Signals the socket of `id`, if it is live here, to end with `reason`.
     pub fn end_local(&self, id: &CallId, reason: EndReason) -> bool {
-        self.sockets()
-            .get(id)
-            .is_some_and(|s| s.end.send(Some(reason)).is_ok())
+        // A socket is in the registry exactly while its guard lives (the guard's drop removes it).
+        self.sockets().get(id).map(|s| s.end.end(reason)).is_some()
     }
 
     /// Signals every live socket to end (after the drain timeout).
     pub fn end_all(&self, reason: EndReason) -> usize {
         let mut n = 0;
         for s in self.sockets().values() {
-            if s.end.send(Some(reason)).is_ok() {
-                n += 1;
-            }
+            s.end.end(reason);
+            n += 1;
         }
         n
     }
@@ -436,7 +436,7 @@ impl WeakAppState {
 pub struct SocketGuard {
     state: AppState,
     call: MediaCall,
-    end: watch::Receiver<Option<EndReason>>,
+    end: Arc<EndSignal>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -451,9 +451,9 @@ impl SocketGuard {
         &self.call
     }
 
-    /// The end signal: changes when the call is ended from outside the media task.
-    pub fn end_signal(&mut self) -> &mut watch::Receiver<Option<EndReason>> {
-        &mut self.end
+    /// The end signal: set when the call is ended from outside the media task.
+    pub fn end_signal(&self) -> &Arc<EndSignal> {
+        &self.end
     }
 }
 
