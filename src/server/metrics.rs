@@ -198,6 +198,10 @@ pub struct Metrics {
     /// went away (out of file descriptors).
     pub http_accept_errors: Counter,
     http_timeouts: Family<HttpTimeoutLabels, Counter>,
+    /// `voicegate_replay_ids_evicted_total`: webhook `jti`s and media token nonces forgotten
+    /// before they expired because the in-process replay guard was full (a replay of one of
+    /// them would not be caught). 0 with Redis, which has no such bound.
+    pub replay_ids_evicted: Counter,
     /// `voicegate_frame_processing_seconds`: time to process one caller frame.
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
@@ -251,6 +255,7 @@ impl Metrics {
             http_connections_refused: Counter::default(),
             http_accept_errors: Counter::default(),
             http_timeouts: Family::default(),
+            replay_ids_evicted: Counter::default(),
             // 10 µs .. ~20 ms
             frame_processing: Histogram::doubling(Duration::from_micros(10)),
             // 0.5 ms .. ~1 s
@@ -391,6 +396,11 @@ impl Metrics {
             "http_timeouts",
             "HTTP requests whose head or body did not arrive in time, by phase",
             m.http_timeouts.clone(),
+        );
+        r.register(
+            "replay_ids_evicted",
+            "Webhook jti / media token nonces forgotten before expiry: the in-process replay guard was full",
+            m.replay_ids_evicted.clone(),
         );
         if redis {
             r.register(

@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,13 +26,19 @@ pub const REPLAY_CAPACITY: usize = 100_000;
 /// An in-process set of used ids (webhook `jti`s, media token nonces) with an expiry each and
 /// a fixed capacity: it stores a 128-bit digest of each id, forgets expired ones first and,
 /// when full of live ones, the oldest (a full guard means more than `capacity` ids inside one
-/// window; the count is in [`evicted`](Self::evicted)).
+/// window; the count is in [`evicted`](Self::evicted), in the counter given by
+/// [`counting_evictions`](Self::counting_evictions), and in a warning at most once a minute).
 #[derive(Debug)]
 pub struct MemoryReplayGuard {
     capacity: usize,
     inner: Mutex<ReplayInner>,
-    evicted: AtomicU64,
+    evicted: Counter,
+    /// Unix seconds of the last eviction warning.
+    warned_at_unix: AtomicU64,
 }
+
+/// Seconds between two eviction warnings of one guard.
+const EVICTION_WARN_EVERY_S: u64 = 60;
 
 #[derive(Debug, Default)]
 struct ReplayInner {
@@ -44,8 +52,16 @@ impl MemoryReplayGuard {
         Self {
             capacity: capacity.max(1),
             inner: Mutex::new(ReplayInner::default()),
-            evicted: AtomicU64::new(0),
+            evicted: Counter::default(),
+            warned_at_unix: AtomicU64::new(0),
         }
+    }
+
+    /// Counts evictions in `counter` (`voicegate_replay_ids_evicted_total`) instead of a
+    /// counter of its own.
+    pub fn counting_evictions(mut self, counter: Counter) -> Self {
+        self.evicted = counter;
+        self
     }
 
     /// Ids remembered now.
@@ -60,7 +76,7 @@ impl MemoryReplayGuard {
 
     /// Live ids forgotten because the guard was full.
     pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
+        self.evicted.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, ReplayInner> {
@@ -86,14 +102,37 @@ impl MemoryReplayGuard {
         if g.seen.get(&key).is_some_and(|&exp| exp > now_unix) {
             return Err(StateError::Replayed);
         }
+        let mut evicted = false;
         while g.seen.len() >= self.capacity || g.order.len() >= self.capacity.saturating_mul(2) {
             if g.pop_front().is_some_and(|exp| exp > now_unix) {
-                self.evicted.fetch_add(1, Ordering::Relaxed);
+                self.evicted.inc();
+                evicted = true;
             }
         }
         g.seen.insert(key, expires_at_unix);
         g.order.push_back((key, expires_at_unix));
+        drop(g);
+        if evicted {
+            self.warn_evicted(now_unix);
+        }
         Ok(())
+    }
+
+    /// Logs the evictions so far, at most once every [`EVICTION_WARN_EVERY_S`].
+    fn warn_evicted(&self, now_unix: u64) {
+        let last = self.warned_at_unix.load(Ordering::Relaxed);
+        if (last == 0 || now_unix >= last + EVICTION_WARN_EVERY_S)
+            && self
+                .warned_at_unix
+                .compare_exchange(last, now_unix.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                capacity = self.capacity,
+                evicted_total = self.evicted.get(),
+                "replay guard full: live token ids forgotten before they expired (a replay of one of them would not be caught)"
+            );
+        }
     }
 }
 
@@ -171,6 +210,14 @@ impl MemoryState {
             capacity: capacity.max(16),
             linger,
         }
+    }
+
+    /// Counts the replay guards' evictions (webhook `jti`s and media token nonces) in
+    /// `counter`: `voicegate_replay_ids_evicted_total`.
+    pub fn counting_evictions(mut self, counter: Counter) -> Self {
+        self.jti = self.jti.counting_evictions(counter.clone());
+        self.nonces = self.nonces.counting_evictions(counter);
+        self
     }
 
     fn calls(&self) -> MutexGuard<'_, HashMap<CallId, Record>> {
@@ -387,6 +434,28 @@ mod tests {
             g.check_and_record(&i.to_string(), 1_000, 2_000).unwrap();
         }
         assert_eq!(g.len(), 100);
+    }
+
+    #[test]
+    fn evictions_of_live_ids_reach_the_metric() {
+        let metrics = crate::server::metrics::Metrics::new();
+        let g = MemoryReplayGuard::new(100).counting_evictions(metrics.replay_ids_evicted.clone());
+        // 150 live ids into room for 100: the 50 oldest are forgotten while still live.
+        for i in 0..150u64 {
+            g.check_and_record(&i.to_string(), 1_000, 2_000).unwrap();
+        }
+        assert_eq!(g.evicted(), 50);
+        // Expired ones forgotten to make room are not evictions.
+        for i in 0..100u64 {
+            g.check_and_record(&format!("later-{i}"), 2_000, 3_000)
+                .unwrap();
+        }
+        assert_eq!(g.evicted(), 50);
+        let text = metrics.encode();
+        assert!(
+            text.contains("voicegate_replay_ids_evicted_total 50"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -125,10 +125,13 @@ pub struct SharedSetup {
 impl SharedSetup {
     /// The in-process shared state (one instance).
     pub fn memory(config: &ServerConfig) -> Self {
+        let metrics = Metrics::new();
+        let state = MemoryState::new(fallback_capacity(config), linger(config))
+            .counting_evictions(metrics.replay_ids_evicted.clone());
         Self {
-            state: Arc::new(MemoryState::new(fallback_capacity(config), linger(config))),
+            state: Arc::new(state),
             ends: None,
-            metrics: Metrics::new(),
+            metrics,
             instance: InstanceId::generate(),
         }
     }
