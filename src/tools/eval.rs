@@ -75,6 +75,11 @@ pub struct ClipLine {
     pub releases: Vec<(u64, u64)>,
     /// Barge-ins (clears): decision time.
     pub bargeins: Vec<u64>,
+    /// Speech onset delays, one per labelled speech segment detected (ms after the label).
+    pub onset_delays_ms: Vec<i64>,
+    /// End-of-turn delays, one per labelled end of turn scored (`SpeechEnded` after the label's
+    /// end, hangover included).
+    pub end_of_turn_delays_ms: Vec<i64>,
 }
 
 /// Evaluates every clip of the manifest.
@@ -97,6 +102,15 @@ pub fn evaluate(args: &EvalArgs) -> Result<EvalReport, Box<dyn std::error::Error
         }
         let audio = ClipAudio::load(&manifest, clip)?;
         let r = replay_clip(clip, &audio, config)?;
+        busy += r.session_time;
+        frames += r.frames as u64;
+        let score = score::score_clip(
+            clip,
+            &r,
+            tol,
+            audio.outbound.as_deref(),
+            audio.rate.frame_samples(),
+        );
         if args.per_clip {
             per_clip.push(ClipLine {
                 id: clip.id.clone(),
@@ -104,17 +118,11 @@ pub fn evaluate(args: &EvalArgs) -> Result<EvalReport, Box<dyn std::error::Error
                 pauses: r.pauses_ms.iter().map(|&(at, _)| at).collect(),
                 releases: r.releases_ms.clone(),
                 bargeins: r.bargein_ms.clone(),
+                onset_delays_ms: score.onset_delays_ms.clone(),
+                end_of_turn_delays_ms: score.end_of_turn_delays_ms.clone(),
             });
         }
-        busy += r.session_time;
-        frames += r.frames as u64;
-        scores.push(score::score_clip(
-            clip,
-            &r,
-            tol,
-            audio.outbound.as_deref(),
-            audio.rate.frame_samples(),
-        ));
+        scores.push(score);
         clips.push(clip);
     }
     let pairs: Vec<_> = clips.iter().copied().zip(scores.iter()).collect();
@@ -259,13 +267,19 @@ pub fn table(r: &EvalReport) -> String {
     if !r.per_clip.is_empty() {
         let _ = writeln!(
             s,
-            "\nper clip (ms): onsets | pauses | releases (at, silence) | barge-ins"
+            "\nper clip (ms): barge-in onsets | pauses | releases (at, silence) | barge-ins | speech onset delays | end-of-turn delays"
         );
         for c in &r.per_clip {
             let _ = writeln!(
                 s,
-                "{:<16} {:?} | {:?} | {:?} | {:?}",
-                c.id, c.onsets, c.pauses, c.releases, c.bargeins
+                "{:<16} {:?} | {:?} | {:?} | {:?} | {:?} | {:?}",
+                c.id,
+                c.onsets,
+                c.pauses,
+                c.releases,
+                c.bargeins,
+                c.onset_delays_ms,
+                c.end_of_turn_delays_ms
             );
         }
     }
@@ -286,4 +300,61 @@ pub fn table(r: &EvalReport) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        eval: EvalArgs,
+    }
+
+    #[test]
+    fn per_clip_lines_give_each_end_of_turn_near_the_hangover() {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/manifest.json");
+        let args = Cli::parse_from([
+            "eval",
+            "--manifest",
+            manifest,
+            "--per-clip",
+            "--only",
+            "speech_00",
+        ])
+        .eval;
+        let report = evaluate(&args).expect("the bundled clips evaluate");
+        assert!(!report.per_clip.is_empty());
+        let hangover = SessionConfig::new(SampleRate::Hz16000, SampleRate::Hz16000)
+            .hangover
+            .as_millis() as i64;
+        for c in &report.per_clip {
+            assert!(
+                !c.end_of_turn_delays_ms.is_empty(),
+                "{}: no end of turn scored",
+                c.id
+            );
+            for &d in &c.end_of_turn_delays_ms {
+                assert!(
+                    (hangover - 100..=hangover + 200).contains(&d),
+                    "{}: end of turn {d} ms after the label, hangover {hangover}",
+                    c.id
+                );
+            }
+        }
+        // The table shows them, at the end of each clip's line.
+        let text = table(&report);
+        for c in &report.per_clip {
+            let shown = format!("{:?}", c.end_of_turn_delays_ms);
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&c.id) && l.ends_with(&shown)),
+                "{}: {shown} not in\n{text}",
+                c.id
+            );
+        }
+    }
 }
