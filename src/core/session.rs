@@ -307,7 +307,7 @@ impl Session {
             agent_rate: agent,
             connected: false,
             stats: Stats::default(),
-            // One frame each, at its rate (sized to the call, not to the largest rate: per-call memory).
+            // One frame each at its own rate, not at the largest one: this is per-call memory.
             frame: vec![0; call.frame_samples()].into_boxed_slice(),
             agent_frame: vec![0; agent.frame_samples()].into_boxed_slice(),
             to_agent: FrameResampler::new(call, agent).map_err(|_| resampler_err(call, agent))?,

@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::end_signal::EndSignal;
-
 use super::auth::{Auth, MediaToken, unix_now};
 use super::config::ServerConfig;
+use super::end_signal::EndSignal;
 use super::error::ServerError;
 use super::media_token::MediaCall;
 use super::metrics::{Metrics, RejectLabel};
