@@ -454,6 +454,30 @@ async fn full_call(rate: SampleRate, clip_id: &str) {
     let (status, body) = http_get(server.addr, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(metric(&body, "voicegate_active_calls"), Some(1.0), "{body}");
+    // The call's designed delays, at its rate pair (the echo agent runs at the call's rate).
+    let hz = rate.hz();
+    let stage = |name: &str| {
+        metric(
+            &body,
+            &format!(
+                "voicegate_stage_delay_seconds{{stage=\"{name}\",call_rate=\"{hz}\",agent_rate=\"{hz}\"}}"
+            ),
+        )
+    };
+    let defaults = voicegate::core::SessionConfig::new(rate, rate);
+    assert_eq!(
+        stage("end_of_turn"),
+        Some(defaults.hangover.as_secs_f64()),
+        "{body}"
+    );
+    assert_eq!(
+        stage("pacing_lead"),
+        Some(defaults.lead.as_secs_f64()),
+        "{body}"
+    );
+    assert_eq!(stage("resample_in"), Some(0.0), "{body}");
+    let vad_resample = stage("vad_resample").expect("vad_resample exported");
+    assert_eq!(vad_resample > 0.0, rate == SampleRate::Hz24000, "{body}");
 
     tx.send(Message::Close(None)).await.unwrap();
     let seen = timeout(Duration::from_secs(5), reader)

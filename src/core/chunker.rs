@@ -48,6 +48,11 @@ impl Chunker {
         })
     }
 
+    /// The delay of its resampler (zero when the rates match).
+    pub fn delay(&self) -> std::time::Duration {
+        self.resampler.delay()
+    }
+
     /// Samples still needed to complete the current agent-rate frame.
     pub fn space(&self) -> usize {
         if self.finishing {

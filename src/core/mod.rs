@@ -9,6 +9,7 @@ pub mod bargein;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod delays;
 pub mod dtmf;
 pub mod echo;
 pub mod events;
@@ -24,6 +25,7 @@ pub mod vad;
 
 pub use audio::{FRAME, FRAME_MS, SampleRate, TurnId};
 pub use config::{BargeInConfig, BargeInMode, ConfigError, Forward, SessionConfig};
+pub use delays::StageDelays;
 pub use events::{BargeIn, Command, Event};
 pub use link::AgentLink;
 pub use session::{ExternalReference, Session};

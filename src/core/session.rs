@@ -30,6 +30,7 @@ use super::bargein::{BargeInDetector, Evidence, Verdict, band_excess_db, unexpla
 use super::chunker::Chunker;
 use super::codec::{self, FrameError};
 use super::config::{ConfigError, Forward, SessionConfig};
+use super::delays::StageDelays;
 use super::echo::EchoModel;
 use super::events::{BargeIn, Command, Event};
 use super::link::{AgentLink, Control, SessionEnds};
@@ -446,6 +447,16 @@ impl Session {
     /// Algorithmic delay the pipeline adds to caller audio on its way to the agent.
     pub fn inbound_delay(&self) -> Duration {
         self.to_agent.delay()
+    }
+
+    /// What each stage of this call's pipeline holds audio back or waits before it decides.
+    pub fn stage_delays(&self) -> StageDelays {
+        StageDelays::new(
+            &self.config,
+            self.to_agent.delay(),
+            self.chunker.delay(),
+            self.vad.delay(),
+        )
     }
 
     /// Whether the agent has gone (its link was dropped).

@@ -115,6 +115,8 @@ async fn serve(mut ws: WebSocket, guard: SocketGuard, st: AppState) {
         agent_rate = agent_rate.hz(),
         "media socket open"
     );
+    st.metrics()
+        .stage_delays(call_rate.hz(), agent_rate.hz(), &session.stage_delays());
 
     // 1. websocket:connected
     let expected_id = guard.id().as_str().to_owned();

@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -22,6 +23,7 @@ use prometheus_client::registry::Registry;
 use super::histogram::{Histogram, LocalHistogram};
 use super::shared::StateOp;
 use crate::agent::metrics::AgentMetrics;
+use crate::core::StageDelays;
 use crate::core::stats::Stats;
 use crate::vonage::webhooks::CallStatus;
 
@@ -129,6 +131,15 @@ struct OpLabels {
     op: StateOp,
 }
 
+/// Labels of `voicegate_stage_delay_seconds`: a fixed stage name and the call's rate pair, so
+/// the set is bounded (eight stages, a few rate pairs).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageDelayLabels {
+    stage: &'static str,
+    call_rate: u32,
+    agent_rate: u32,
+}
+
 /// Every metric the server exports. Cheap to clone (the metrics are `Arc`s inside).
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -202,6 +213,7 @@ pub struct Metrics {
     /// before they expired because the in-process replay guard was full (a replay of one of
     /// them would not be caught). 0 with Redis, which has no such bound.
     pub replay_ids_evicted: Counter,
+    stage_delays: Family<StageDelayLabels, Gauge<f64, AtomicU64>>,
     /// `voicegate_frame_processing_seconds`: time to process one caller frame.
     pub frame_processing: Histogram,
     /// `voicegate_pacing_lateness_seconds`: how late the pacing timer woke.
@@ -256,6 +268,7 @@ impl Metrics {
             http_accept_errors: Counter::default(),
             http_timeouts: Family::default(),
             replay_ids_evicted: Counter::default(),
+            stage_delays: Family::default(),
             // 10 µs .. ~20 ms
             frame_processing: Histogram::doubling(Duration::from_micros(10)),
             // 0.5 ms .. ~1 s
@@ -402,6 +415,11 @@ impl Metrics {
             "Webhook jti / media token nonces forgotten before expiry: the in-process replay guard was full",
             m.replay_ids_evicted.clone(),
         );
+        r.register(
+            "stage_delay_seconds",
+            "Designed delay of each pipeline stage, per call and agent rate (not CPU time): resamplers, speech onset, end of turn, barge-in silence and confirmation, pacing lead",
+            m.stage_delays.clone(),
+        );
         if redis {
             r.register(
                 "redis_up",
@@ -460,6 +478,20 @@ impl Metrics {
         self.http_timeouts
             .get_or_create(&HttpTimeoutLabels { phase })
             .inc();
+    }
+
+    /// Publishes the designed delays of a call's pipeline at its rate pair (the same for every
+    /// call with that pair and configuration).
+    pub fn stage_delays(&self, call_rate: u32, agent_rate: u32, delays: &StageDelays) {
+        for (stage, d) in delays.stages() {
+            self.stage_delays
+                .get_or_create(&StageDelayLabels {
+                    stage,
+                    call_rate,
+                    agent_rate,
+                })
+                .set(d.as_secs_f64());
+        }
     }
 
     /// Counts one failed shared-state operation.
