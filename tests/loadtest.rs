@@ -42,6 +42,9 @@ async fn fifty_calls_for_five_seconds() {
     assert!(r.frames_sent >= 50 * 200, "{r:?}");
     assert!(r.frames_received > 0, "the echo came back: {r:?}");
     assert!(r.first_reply_ms.p50.is_some(), "{r:?}");
+    // The server's own pacing histogram was read across the test (echo replies were paced).
+    let pacing = r.server_pacing_late_ms.expect("the server's /metrics histogram");
+    assert!(pacing.count > 0 && pacing.p50 <= pacing.p99, "{pacing:?}");
     // Every key INTERFACE.md lists is in the JSON.
     let v = serde_json::to_value(&r).unwrap();
     for k in [

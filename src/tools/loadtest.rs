@@ -165,7 +165,77 @@ pub struct LoadReport {
     pub webhook_failures: u64,
     /// Why calls failed, with counts.
     pub failures: Vec<(String, u64)>,
+    /// The server's own view of its pacing during the test, from its
+    /// `voicegate_pacing_lateness_seconds` histogram: how late its outbound timer woke, p50 and
+    /// p99, ms (the upper bound of the histogram bucket each falls in). Next to `frame_gap_ms`
+    /// it tells where lateness arose: a server that woke on time while the callers saw late
+    /// frames lost them after the send (the network, or a busy generator). `None` when
+    /// `/metrics` could not be read.
+    pub server_pacing_late_ms: Option<BucketPercentiles>,
 }
+
+/// Percentiles read off a cumulative histogram: each the upper bound of its bucket.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct BucketPercentiles {
+    /// Median, at most this.
+    pub p50: f64,
+    /// 99th percentile, at most this.
+    pub p99: f64,
+    /// Observations in the test.
+    pub count: u64,
+}
+
+/// The cumulative buckets `(le, count)` of histogram `name` in Prometheus text, in order.
+fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, rest) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// p50 and p99 (bucket upper bounds, ms) of what a histogram counted between two scrapes.
+fn bucket_percentiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<BucketPercentiles> {
+    let diff: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect();
+    let total = diff.iter().map(|d| d.1).max()?;
+    if total == 0 {
+        return None;
+    }
+    let at = |q: f64| {
+        let want = (q * total as f64).ceil() as u64;
+        diff.iter()
+            .find(|d| d.1 >= want)
+            .map_or(f64::INFINITY, |d| d.0 * 1_000.0)
+    };
+    Some(BucketPercentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+        count: total,
+    })
+}
+
+/// The server's `/metrics` text, if it answers.
+async fn scrape_metrics(authority: &str) -> Option<String> {
+    let mut c = vonage_side::HttpClient::new(authority.to_owned());
+    let r = c.request("GET", "/metrics", None).await.ok()?;
+    Some(String::from_utf8_lossy(&r.body).into_owned())
+}
+
+const PACING_HISTOGRAM: &str = "voicegate_pacing_lateness_seconds";
 
 // ------------------------------------------------------------------------------- histogram
 
@@ -621,6 +691,9 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
 
     let gen0 = proc_sample("self");
     let base = stats.sample().await;
+    let pacing0 = scrape_metrics(&sh.server.authority())
+        .await
+        .map(|t| histogram_buckets(&t, PACING_HISTOGRAM));
     let start = Instant::now();
     let n = args.calls;
     let mut slots = tokio::task::JoinSet::new();
@@ -671,6 +744,13 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
     }
     let wall = start.elapsed();
     let end = stats.sample().await;
+    let pacing1 = scrape_metrics(&sh.server.authority())
+        .await
+        .map(|t| histogram_buckets(&t, PACING_HISTOGRAM));
+    let server_pacing_late_ms = match (&pacing0, &pacing1) {
+        (Some(a), Some(b)) => bucket_percentiles(a, b),
+        _ => None,
+    };
     let after = if end.is_some() {
         // Give the server a moment to release the calls.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -742,6 +822,7 @@ pub async fn loadtest(args: &LoadtestArgs) -> Result<LoadReport, ToolError> {
         generator_late_wakeups: t.late_wakeups,
         webhook_failures: t.webhook_failures,
         failures: t.failures,
+        server_pacing_late_ms,
     })
 }
 
@@ -804,6 +885,13 @@ pub fn render(r: &LoadReport) -> String {
         kib(r.server_rss_after_kib),
         opt(r.rss_per_call_kib)
     );
+    if let Some(p) = r.server_pacing_late_ms {
+        let _ = writeln!(
+            s,
+            "server pacing timer late (its /metrics histogram, {} wake-ups): p50 ≤ {} ms, p99 ≤ {} ms",
+            p.count, p.p50, p.p99
+        );
+    }
     let _ = writeln!(
         s,
         "generator: CPU {:.1} s, {} late wake-ups; webhook failures {}; protocol violations {}",
@@ -831,6 +919,34 @@ pub fn run(args: &LoadtestArgs) -> Result<(), ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_of_a_prometheus_histogram_between_two_scrapes() {
+        let text = |n: [u64; 4]| {
+            format!(
+                "# TYPE x histogram\nx_sum 1.0\nx_count {}\nx_bucket{{le=\"0.0005\"}} {}\n\
+                 x_bucket{{le=\"0.001\"}} {}\nx_bucket{{le=\"0.002\"}} {}\nx_bucket{{le=\"+Inf\"}} {}\n",
+                n[3], n[0], n[1], n[2], n[3]
+            )
+        };
+        let before = histogram_buckets(&text([10, 10, 10, 10]), "x");
+        assert_eq!(before.len(), 4);
+        assert_eq!(before[3], (f64::INFINITY, 10));
+        // 100 more: 60 under 0.5 ms, 39 more under 1 ms, the last one over 2 ms.
+        let after = histogram_buckets(&text([70, 109, 109, 110]), "x");
+        let p = bucket_percentiles(&before, &after).unwrap();
+        assert_eq!(
+            p,
+            BucketPercentiles {
+                p50: 0.5,
+                p99: 1.0,
+                count: 100
+            }
+        );
+        // Nothing new: no percentiles.
+        assert_eq!(bucket_percentiles(&after, &after), None);
+        assert!(histogram_buckets("x_bucket{le=\"oops\"} 1\n", "x").is_empty());
+    }
 
     #[test]
     fn histogram_quantiles() {
