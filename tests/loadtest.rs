@@ -43,7 +43,9 @@ async fn fifty_calls_for_five_seconds() {
     assert!(r.frames_received > 0, "the echo came back: {r:?}");
     assert!(r.first_reply_ms.p50.is_some(), "{r:?}");
     // The server's own pacing histogram was read across the test (echo replies were paced).
-    let pacing = r.server_pacing_late_ms.expect("the server's /metrics histogram");
+    let pacing = r
+        .server_pacing_late_ms
+        .expect("the server's /metrics histogram");
     assert!(pacing.count > 0 && pacing.p50 <= pacing.p99, "{pacing:?}");
     // Every key INTERFACE.md lists is in the JSON.
     let v = serde_json::to_value(&r).unwrap();
