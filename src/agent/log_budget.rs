@@ -123,6 +123,17 @@ impl Captured {
             .map(str::to_owned)
             .collect()
     }
+
+    /// Asserts that every line carries `call_id=<call>` (the agents log without a per-call
+    /// span, so each event must name the call itself).
+    pub(crate) fn assert_every_line_names(lines: &[String], call: &str) {
+        let field = format!("call_id={call}");
+        let unnamed: Vec<_> = lines.iter().filter(|l| !l.contains(&field)).collect();
+        assert!(
+            unnamed.is_empty(),
+            "lines without the call's id: {unnamed:#?}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -158,9 +169,6 @@ mod tests {
         assert!(lines[0].contains("further test lines suppressed for this call"));
         assert!(lines[1].contains("test lines suppressed in this call"));
         assert!(lines[1].contains("suppressed=7"));
-        assert!(
-            lines.iter().all(|l| l.contains("call_id=budget-test")),
-            "{lines:#?}"
-        );
+        Captured::assert_every_line_names(&lines, "budget-test");
     }
 }

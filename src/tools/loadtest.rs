@@ -407,9 +407,7 @@ impl ServerStats {
         match self {
             Self::Proc(pid) => proc_sample(&pid.to_string()),
             Self::Metrics(authority) => {
-                let mut c = vonage_side::HttpClient::new(authority.clone());
-                let r = c.request("GET", "/metrics", None).await.ok()?;
-                let text = String::from_utf8_lossy(&r.body);
+                let text = scrape_metrics(authority).await?;
                 let get = |name: &str| {
                     text.lines().find_map(|l| {
                         l.strip_prefix(name)

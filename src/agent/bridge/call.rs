@@ -565,14 +565,7 @@ mod tests {
         assert_eq!(count("suppressed in this call"), 2, "{lines:#?}");
         assert!(lines.len() < 250);
         // No span: every line names the call itself, the notices and totals included.
-        let unnamed: Vec<_> = lines
-            .iter()
-            .filter(|l| !l.contains("call_id=flood"))
-            .collect();
-        assert!(
-            unnamed.is_empty(),
-            "lines without the call's id: {unnamed:#?}"
-        );
+        Captured::assert_every_line_names(&lines, "flood");
         assert!(
             metrics.log_lines_suppressed.get()
                 >= (LOGS as u64 - u64::from(MAX_AGENT_LOG_LINES)) + answered

@@ -551,13 +551,6 @@ mod tests {
                 "no {what:?} in {lines:#?}"
             );
         }
-        let unnamed: Vec<_> = lines
-            .iter()
-            .filter(|l| !l.contains("call_id=rt-log"))
-            .collect();
-        assert!(
-            unnamed.is_empty(),
-            "lines without the call's id: {unnamed:#?}"
-        );
+        Captured::assert_every_line_names(&lines, "rt-log");
     }
 }
